@@ -1,0 +1,29 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+
+.PHONY: demo test lint bench clean-venv
+
+$(BIN)/bridge: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(BIN)/bridge
+
+demo: $(BIN)/bridge
+	$(BIN)/bridge demo
+
+test: $(BIN)/bridge
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: $(BIN)/bridge
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(BIN)/bridge
+	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,76 @@
+"""Where commands point: stage, endpoint, region, credentials → boto3 sessions.
+
+For stage ``local`` everything defaults to the local cloud (DynamoDB on
+127.0.0.1:8000, dummy credentials) so no AWS account is ever touched by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+LOCAL_STAGE = "local"
+LOCAL_DYNAMODB = "http://127.0.0.1:8000"
+DUMMY_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+DEFAULT_REGION = "us-east-1"
+
+
+def log_table_name(stage: str) -> str:
+    return f"{stage}-dynamodb-logs"
+
+
+def core_table_name(stage: str) -> str:
+    return f"{stage}-core"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One stage's endpoints and credentials, as given on the command line."""
+
+    stage: str = LOCAL_STAGE
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.stage == LOCAL_STAGE
+
+    @property
+    def dynamodb_endpoint(self) -> str | None:
+        if self.endpoint_url:
+            return self.endpoint_url
+        return LOCAL_DYNAMODB if self.is_local else None
+
+    @property
+    def log_table(self) -> str:
+        return log_table_name(self.stage)
+
+    @property
+    def core_table(self) -> str:
+        return core_table_name(self.stage)
+
+    def session(self) -> boto3.Session:
+        region = self.region or os.environ.get("AWS_REGION") or os.environ.get(
+            "AWS_DEFAULT_REGION"
+        ) or DEFAULT_REGION
+        if self.profile:
+            return boto3.Session(profile_name=self.profile, region_name=region)
+        if self.is_local:
+            return boto3.Session(region_name=region, **DUMMY_CREDENTIALS)
+        return boto3.Session(region_name=region)
+
+    def dynamodb(self, max_pool: int = 10) -> Any:
+        """A DynamoDB resource (thread-safe enough for ``Table`` use from one thread)."""
+        return self.session().resource(
+            "dynamodb",
+            endpoint_url=self.dynamodb_endpoint,
+            config=Config(max_pool_connections=max_pool, retries={"mode": "standard"}),
+        )
+
+    def client(self, service: str, endpoint_url: str | None = None) -> Any:
+        return self.session().client(service, endpoint_url=endpoint_url)

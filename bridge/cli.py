@@ -1,0 +1,263 @@
+"""The ``bridge`` command. Thin: parse the arguments, call the library, print.
+
+Every error a user can cause ends in one line on stderr and a non-zero exit:
+1 for general errors, 2 for bad input, 3 for an optimistic-lock conflict.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ProfileNotFound,
+)
+from rich.console import Console
+from rich.table import Table
+
+from bridge.aws import Target
+from bridge.core.errors import BridgeError, ValidationError
+
+console = Console(stderr=True)
+
+
+def aws_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every command takes: where to point, and how to print."""
+
+    @click.option("--stage", default="local", show_default=True, help="Deployment stage.")
+    @click.option("--endpoint-url", help="DynamoDB endpoint (default for stage local: :8000).")
+    @click.option("--region", help="AWS region (default: AWS_REGION or us-east-1).")
+    @click.option("--profile", help="AWS profile for credentials (not needed for stage local).")
+    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+    @functools.wraps(command)
+    def wrapper(stage, endpoint_url, region, profile, as_json, **kwargs):
+        target = Target(stage=stage, endpoint_url=endpoint_url, region=region, profile=profile)
+        return command(target=target, as_json=as_json, **kwargs)
+
+    return wrapper
+
+
+def emit(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dynamodb-logs-bridge")
+def cli() -> None:
+    """Append-only logs in DynamoDB, published through EventBridge.
+
+    \b
+    Quick start (no AWS needed):
+      bridge demo                      run the whole pipeline on this machine
+      bridge tables create             create local-dynamodb-logs and local-core
+      bridge append users 12 signup --payload '{"id": "12", "name": "test"}'
+      bridge query users 12
+    """
+
+
+@cli.group()
+def tables() -> None:
+    """Manage the log and core tables."""
+
+
+@tables.command("create")
+@aws_options
+def tables_create(target: Target, as_json: bool) -> None:
+    """Create {stage}-dynamodb-logs (with its stream) and {stage}-core. Idempotent.
+
+    \b
+    Example:
+      bridge tables create --endpoint-url http://127.0.0.1:8000
+    """
+    from bridge.store import create_tables
+
+    created = create_tables(target.dynamodb(), target.log_table, target.core_table)
+    tables_ = [target.log_table, target.core_table]
+    if as_json:
+        emit({"tables": tables_, "created": created})
+        return
+    for name in tables_:
+        click.echo(f"{name}: {'created' if name in created else 'exists'}")
+
+
+def parse_payload(text: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValidationError(f"--payload is not valid JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise ValidationError("--payload must be a JSON object")
+    return payload
+
+
+@cli.command()
+@click.argument("log")
+@click.argument("id")
+@click.argument("type")
+@click.option("--payload", required=True, help="The event payload, a JSON object with 'id'.")
+@click.option(
+    "--expected-version", type=click.IntRange(min=0), help="Fail unless this is the latest version."
+)
+@aws_options
+def append(
+    target: Target, as_json: bool, log: str, id: str, type: str, payload: str,
+    expected_version: int | None,
+) -> None:
+    """Append one event to the stream LOG#ID and print its new version.
+
+    \b
+    Example:
+      bridge append users 12 signup --payload '{"id": "12", "name": "test"}'
+      bridge append users 12 addPhoneNumber --payload '{"id": "12", "phoneNumber": "+1"}' \\
+          --expected-version 1
+    A conflict (the version exists already) exits with code 3.
+    """
+    from bridge.store import LogStore
+
+    body = parse_payload(payload)
+    store = LogStore(target.dynamodb().Table(target.log_table))
+    version = store.append(log, id, type, body, expected_version=expected_version)
+    if as_json:
+        emit({"log": log, "id": id, "version": version})
+    else:
+        click.echo(version)
+
+
+@cli.command()
+@click.argument("log")
+@click.argument("id", required=False)
+@click.option("--after", type=click.IntRange(min=0), default=0, help="Only versions after N.")
+@aws_options
+def query(target: Target, as_json: bool, log: str, id: str | None, after: int) -> None:
+    """Print the events of LOG (or of one stream LOG#ID) in version order.
+
+    \b
+    Examples:
+      bridge query users            every user's events
+      bridge query users 12 --after 2 --json
+    """
+    from bridge.store import LogStore
+
+    store = LogStore(target.dynamodb().Table(target.log_table))
+    ids = [id] if id else store.ids(log)
+    items = (item for each in ids for item in store.read(log, each, after=after))
+    if as_json:
+        for item in items:
+            emit(item.to_json())
+        return
+    table = Table("log", "id", "version", "type", "payload")
+    for item in items:
+        table.add_row(item.log, item.id, str(item.version), item.type, json.dumps(item.payload))
+    Console().print(table)
+
+
+@cli.command()
+@click.option("--users", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--seed", type=int, help="Make the fake data reproducible.")
+@click.option("--concurrency", type=click.IntRange(min=1, max=64), default=8, show_default=True)
+@aws_options
+def generate(target: Target, as_json: bool, users: int, seed: int | None, concurrency: int) -> None:
+    """Write the seed's fake users (signup, addPhoneNumber, verifyPhoneNumber, addLocation).
+
+    \b
+    Example:
+      bridge generate --users 1000 --seed 7 --concurrency 16
+    """
+    result = run_generate(target, users, seed, concurrency, progress=not as_json)
+    if as_json:
+        emit({"users": result.users, "events": result.events, "seconds": round(result.seconds, 3),
+              "events_per_second": round(result.events_per_second, 1)})
+    else:
+        click.echo(f"wrote {result.events} events for {result.users} users "
+                   f"in {result.seconds:.2f} s ({result.events_per_second:.0f} events/s)")
+
+
+def run_generate(target: Target, users: int, seed: int | None, concurrency: int, progress: bool):
+    from rich.progress import Progress
+
+    from bridge.fake import USER_EVENT_TYPES, fake_users
+    from bridge.generate import write_users
+
+    def make_table():
+        return target.dynamodb(max_pool=concurrency).Table(target.log_table)
+
+    make_table().load()  # fail fast (one clear line) when the table is missing
+    total = users * len(USER_EVENT_TYPES)
+    with Progress(console=console, disable=not progress, transient=True) as bar:
+        task = bar.add_task("writing events", total=total)
+        return write_users(make_table, fake_users(users, seed), concurrency,
+                           on_event=lambda: bar.advance(task))
+
+
+@cli.command()
+@click.option("--users", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def demo(users: int, seed: int, as_json: bool) -> None:
+    """Run the pipeline on this machine: embedded DynamoDB, fake users, read back.
+
+    \b
+    Example:
+      bridge demo --users 100
+    """
+    from bridge.demo import run_demo
+
+    summary = run_demo(users=users, seed=seed, progress=not as_json)
+    if as_json:
+        emit(summary)
+
+
+def error_line(error: BaseException) -> tuple[str, int]:
+    """The one line and exit code for an error a user can cause."""
+    if isinstance(error, BridgeError):
+        return str(error), error.exit_code
+    if isinstance(error, NoCredentialsError):
+        return "no AWS credentials found: set AWS_PROFILE or pass --profile", 1
+    if isinstance(error, ProfileNotFound):
+        return str(error), 1
+    if isinstance(error, NoRegionError):
+        return "no AWS region: pass --region or set AWS_REGION", 1
+    if isinstance(error, EndpointConnectionError):
+        return (f"cannot reach {error.kwargs.get('endpoint_url')}: is `bridge offline` (or your "
+                "DynamoDB endpoint) running?"), 1
+    if isinstance(error, ClientError):
+        code = error.response["Error"]["Code"]
+        message = error.response["Error"].get("Message", "")
+        if code == "ResourceNotFoundException":
+            return f"{message or 'table not found'} (create it with `bridge tables create`)", 1
+        return f"{code}: {message}", 1
+    if isinstance(error, BotoCoreError):
+        return str(error), 1
+    raise error
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="bridge", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - only known user errors are turned into lines
+        line, code = error_line(error)
+        click.echo(f"error: {line}", err=True)
+        sys.exit(code)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

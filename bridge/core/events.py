@@ -1,0 +1,116 @@
+"""The event a log item becomes on the bus, and PutEvents batching.
+
+The seed's event: ``source "dynamodb-log"``, ``detail-type "stream changes"``,
+``detail {log, key {pk, sk}, type, payload}``. A detail over 10,240 bytes is sent
+``partial: true`` with ``payload {id}`` only: the handler reads the rest from the log.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.core.log import LogItem
+
+SOURCE = "dynamodb-log"
+DETAIL_TYPE = "stream changes"
+BUS_NAME = "dynamodb-log"
+ARCHIVE_NAME = "dynamodb-logs-archive"
+MAX_DETAIL_BYTES = 10_240
+MAX_ENTRIES_PER_PUT = 10
+MAX_PUT_BYTES = 256 * 1024
+
+
+def compact_json(value: Any) -> str:
+    """The JSON text sent on the wire (no spaces: sizes are counted on this form)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_number)
+
+
+def _number(value: Any) -> Any:
+    # Decimal from DynamoDB: whole numbers stay ints, the rest become floats.
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def detail_for(item: LogItem) -> dict[str, Any]:
+    """The event detail of one log item, applying the 10 KB partial rule."""
+    detail: dict[str, Any] = {
+        "log": item.log,
+        "key": {"pk": item.pk, "sk": item.version},
+        "type": item.type,
+        "payload": item.payload,
+    }
+    if len(compact_json(detail).encode()) > MAX_DETAIL_BYTES:
+        detail["payload"] = {"id": item.id}
+        detail["partial"] = True
+    return detail
+
+
+def entry_for(item: LogItem, bus_name: str = BUS_NAME) -> dict[str, Any]:
+    """A PutEvents request entry for one log item."""
+    return {
+        "Source": SOURCE,
+        "DetailType": DETAIL_TYPE,
+        "Detail": compact_json(detail_for(item)),
+        "EventBusName": bus_name,
+    }
+
+
+def entry_size(entry: dict[str, Any]) -> int:
+    """PutEvents entry size as AWS counts it (Time 14 bytes + the UTF-8 fields)."""
+    size = 14 if entry.get("Time") is not None else 0
+    for field in ("Source", "DetailType", "Detail"):
+        value = entry.get(field)
+        if value:
+            size += len(value.encode())
+    for resource in entry.get("Resources") or []:
+        size += len(resource.encode())
+    return size
+
+
+def batches(
+    entries: Iterable[dict[str, Any]],
+    max_entries: int = MAX_ENTRIES_PER_PUT,
+    max_bytes: int = MAX_PUT_BYTES,
+) -> Iterator[list[dict[str, Any]]]:
+    """Split entries into PutEvents calls of at most 10 entries and 256 KB, in order."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for entry in entries:
+        n = entry_size(entry)
+        if batch and (len(batch) == max_entries or size + n > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += n
+    if batch:
+        yield batch
+
+
+def envelope(
+    entry: dict[str, Any],
+    *,
+    account: str = "000000000000",
+    region: str = "us-east-1",
+    event_id: str | None = None,
+    time: datetime | None = None,
+) -> dict[str, Any]:
+    """The event EventBridge delivers to targets for one accepted PutEvents entry."""
+    when = time or datetime.now(UTC)
+    return {
+        "version": "0",
+        "id": event_id or str(uuid.uuid4()),
+        "detail-type": entry["DetailType"],
+        "source": entry["Source"],
+        "account": account,
+        "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": list(entry.get("Resources") or []),
+        "detail": json.loads(entry["Detail"]),
+    }

@@ -1,0 +1,153 @@
+"""The append-only log item: keys, validation and number conversion.
+
+A log item is one event of one entity: ``pk = "{log}#{id}#stream"`` and ``sk`` =
+its version (1, 2, 3 ...). Nothing here talks to DynamoDB; the store does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from bridge.core.errors import ValidationError
+
+STREAM_SUFFIX = "#stream"
+MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item size limit
+
+
+def stream_key(log: str, id: str) -> str:
+    """The partition key of one entity's stream: ``users#12#stream``."""
+    return f"{log}#{id}{STREAM_SUFFIX}"
+
+
+def parse_stream_key(pk: str) -> tuple[str, str]:
+    """Split ``users#12#stream`` into ``("users", "12")``."""
+    if not pk.endswith(STREAM_SUFFIX) or pk.count("#") != 2:
+        raise ValidationError(f"not a log stream key: {pk!r}")
+    log, id, _ = pk.split("#")
+    return log, id
+
+
+def check_name(kind: str, value: object) -> str:
+    """Log names and ids become parts of ``pk``, so they can hold no ``#``."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{kind} must be a non-empty string")
+    if "#" in value:
+        raise ValidationError(f"{kind} {value!r} must not contain '#'")
+    return value
+
+
+def to_dynamo(value: Any) -> Any:
+    """Floats become ``Decimal`` (boto3 refuses floats); NaN and infinity are refused."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise ValidationError(f"number {value} cannot be stored in DynamoDB")
+        return Decimal(repr(value))  # repr keeps the shortest exact decimal form
+    if isinstance(value, dict):
+        return {k: to_dynamo(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_dynamo(v) for v in value]
+    return value
+
+
+def from_dynamo(value: Any) -> Any:
+    """``Decimal`` comes back as ``int`` when whole, else ``float``; sets become lists."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [from_dynamo(v) for v in value]
+    return value
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """DynamoDB's own accounting of an item's size, in bytes (names plus values)."""
+    return sum(len(name.encode()) + _value_size(v) for name, v in item.items())
+
+
+def _value_size(value: Any) -> int:
+    if value is None or isinstance(value, bool):
+        return 1
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if isinstance(value, (int, float, Decimal)):
+        digits = len(str(abs(Decimal(str(value)))).replace(".", "").lstrip("0")) or 1
+        return (digits + 1) // 2 + 1
+    if isinstance(value, dict):
+        return 3 + sum(len(k.encode()) + _value_size(v) + 1 for k, v in value.items())
+    if isinstance(value, (list, tuple, set)):
+        return 3 + sum(_value_size(v) + 1 for v in value)
+    raise ValidationError(f"cannot store a value of type {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class LogItem:
+    """One event of one entity's stream, as the application sees it."""
+
+    log: str
+    id: str
+    version: int
+    type: str
+    payload: dict[str, Any]
+
+    @property
+    def pk(self) -> str:
+        return stream_key(self.log, self.id)
+
+    def to_item(self) -> dict[str, Any]:
+        """The DynamoDB item (floats as ``Decimal``), validated."""
+        check_name("log", self.log)
+        check_name("id", self.id)
+        if not isinstance(self.type, str) or not self.type:
+            raise ValidationError("type must be a non-empty string")
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise ValidationError(f"version must be an integer >= 1, got {self.version!r}")
+        if not isinstance(self.payload, dict):
+            raise ValidationError("payload must be a JSON object")
+        if "id" not in self.payload:
+            raise ValidationError("payload must contain 'id'")
+        if self.payload["id"] != self.id:
+            raise ValidationError(
+                f"payload id {self.payload['id']!r} does not match the item id {self.id!r}"
+            )
+        item = {
+            "pk": self.pk,
+            "sk": self.version,
+            "type": self.type,
+            "log": self.log,
+            "payload": to_dynamo(self.payload),
+        }
+        size = item_size(item)
+        if size > MAX_ITEM_BYTES:
+            raise ValidationError(
+                f"item is {size} bytes; DynamoDB's limit is {MAX_ITEM_BYTES} bytes (400 KB)"
+            )
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> LogItem:
+        """Read a stored item back (``Decimal`` → numbers)."""
+        log, id = parse_stream_key(item["pk"])
+        return cls(
+            log=item.get("log", log),
+            id=id,
+            version=int(item["sk"]),
+            type=item["type"],
+            payload=from_dynamo(item.get("payload", {})),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "log": self.log,
+            "id": self.id,
+            "version": self.version,
+            "type": self.type,
+            "payload": self.payload,
+        }

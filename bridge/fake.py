@@ -1,0 +1,54 @@
+"""The seed's fake users: signup, addPhoneNumber, verifyPhoneNumber, addLocation.
+
+Reproducible: the same ``seed`` gives the same users, ids and values.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from faker import Faker
+
+USER_EVENT_TYPES = ("signup", "addPhoneNumber", "verifyPhoneNumber", "addLocation")
+
+
+@dataclass(frozen=True)
+class FakeEvent:
+    log: str
+    id: str
+    version: int
+    type: str
+    payload: dict[str, Any]
+
+
+def fake_users(count: int, seed: int | None = None) -> Iterator[list[FakeEvent]]:
+    """Yield, per user, the four events of versions 1–4 in order."""
+    rng = random.Random(seed)
+    faker = Faker()
+    faker.seed_instance(rng.getrandbits(64))
+    for _ in range(count):
+        id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        phone = faker.phone_number()
+        payloads = [
+            {"id": id, "name": faker.name(), "email": faker.email()},
+            {"id": id, "phoneNumber": phone},
+            {"id": id, "phoneNumber": phone, "verified": True},
+            {
+                "id": id,
+                "location": {
+                    "city": faker.city(),
+                    "lat": float(faker.latitude()),
+                    "lng": float(faker.longitude()),
+                },
+            },
+        ]
+        yield [
+            FakeEvent("users", id, version, type, payload)
+            for version, (type, payload) in enumerate(
+                zip(USER_EVENT_TYPES, payloads, strict=True), start=1
+            )
+        ]

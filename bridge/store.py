@@ -1,0 +1,170 @@
+"""The append-only log over boto3: append with optimistic locking, read in order.
+
+Works against any DynamoDB endpoint (AWS, DynamoDB Local, moto server): the
+``Table`` resource it is given decides where.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+
+from bridge.core.errors import BridgeError, ConcurrencyError
+from bridge.core.log import LogItem, check_name, parse_stream_key, stream_key
+
+# Without an expected version, append re-reads and retries a lost race this often.
+MAX_RACE_RETRIES = 50
+
+
+def _is_conditional_failure(error: ClientError) -> bool:
+    return error.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
+class LogStore:
+    """One log table. ``table`` is a boto3 ``dynamodb.Table`` resource."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def append(
+        self,
+        log: str,
+        id: str,
+        type: str,
+        payload: dict[str, Any],
+        expected_version: int | None = None,
+    ) -> int:
+        """Append one event; returns its version.
+
+        With ``expected_version`` the write succeeds only as version
+        ``expected_version + 1`` and raises ``ConcurrencyError`` otherwise. Without
+        it the current version is read and a lost race is retried.
+        """
+        if expected_version is not None:
+            if expected_version < 0:
+                raise BridgeError(f"expected version must be >= 0, got {expected_version}")
+            return self._put(LogItem(log, id, expected_version + 1, type, payload))
+        version = self.version(log, id)
+        for attempt in range(MAX_RACE_RETRIES):
+            try:
+                return self._put(LogItem(log, id, version + 1, type, payload))
+            except ConcurrencyError as conflict:
+                version = conflict.existing
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise BridgeError(
+            f"gave up appending to {stream_key(log, id)} after {MAX_RACE_RETRIES} lost races"
+        )
+
+    def _put(self, item: LogItem) -> int:
+        record = item.to_item()  # validates before any I/O
+        try:
+            self.table.put_item(Item=record, ConditionExpression=Attr("pk").not_exists())
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+            raise ConcurrencyError(item.pk, item.version, self.version(item.log, item.id)) from None
+        return item.version
+
+    def version(self, log: str, id: str) -> int:
+        """The latest version of a stream, 0 if it has none."""
+        pk = stream_key(check_name("log", log), check_name("id", id))
+        response = self.table.query(
+            KeyConditionExpression=Key("pk").eq(pk),
+            ScanIndexForward=False,
+            Limit=1,
+            ConsistentRead=True,
+            ProjectionExpression="sk",
+        )
+        items = response.get("Items", [])
+        return int(items[0]["sk"]) if items else 0
+
+    def read(self, log: str, id: str, after: int = 0) -> Iterator[LogItem]:
+        """Every event of a stream with version > ``after``, in version order.
+
+        Follows ``LastEvaluatedKey``, so a stream larger than one 1 MB page is read whole.
+        """
+        condition = Key("pk").eq(stream_key(check_name("log", log), check_name("id", id)))
+        if after:
+            condition = condition & Key("sk").gt(after)
+        kwargs: dict[str, Any] = {"KeyConditionExpression": condition, "ConsistentRead": True}
+        while True:
+            response = self.table.query(**kwargs)
+            for item in response.get("Items", []):
+                yield LogItem.from_item(item)
+            if "LastEvaluatedKey" not in response:
+                return
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def versions(self, log: str, id: str) -> list[int]:
+        """The versions a stream holds, in order (1..N for a healthy stream)."""
+        return [item.version for item in self.read(log, id)]
+
+    def ids(self, log: str) -> list[str]:
+        """The ids of every stream in a log, sorted. A scan: fine for local tables."""
+        found: set[str] = set()
+        kwargs: dict[str, Any] = {
+            "FilterExpression": Attr("pk").begins_with(f"{check_name('log', log)}#")
+            & Attr("sk").eq(1),
+            "ProjectionExpression": "pk",
+        }
+        while True:
+            response = self.table.scan(**kwargs)
+            for item in response.get("Items", []):
+                item_log, item_id = parse_stream_key(item["pk"])
+                if item_log == log:
+                    found.add(item_id)
+            if "LastEvaluatedKey" not in response:
+                return sorted(found)
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def create_tables(dynamodb: Any, log_table: str, core_table: str) -> list[str]:
+    """Create the log table (with its stream) and the core table if missing.
+
+    Returns the names of the tables it created; existing tables are left alone.
+    """
+    client = dynamodb.meta.client
+    existing = set(client.list_tables().get("TableNames", []))
+    created = []
+    specs = {
+        log_table: {
+            "AttributeDefinitions": [
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "N"},
+            ],
+            "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        },
+        core_table: {
+            "AttributeDefinitions": [
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+        },
+    }
+    for name, spec in specs.items():
+        if name in existing:
+            continue
+        try:
+            client.create_table(
+                TableName=name,
+                KeySchema=[
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+                **spec,
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceInUseException":
+                raise
+            continue  # created meanwhile by someone else: still idempotent
+        client.get_waiter("table_exists").wait(
+            TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+        created.append(name)
+    return created
