@@ -1,0 +1,140 @@
+"""The `bridge` command through its real entry point, as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BRIDGE = Path(sys.executable).with_name("bridge")
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BRIDGE), *args], capture_output=True, text=True, timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def where(target) -> list[str]:
+    return ["--stage", target.stage, "--endpoint-url", target.dynamodb_endpoint]
+
+
+def test_help_explains_every_command():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("tables", "append", "query", "generate", "demo"):
+        assert command in result.stdout
+
+
+def test_tables_create_is_idempotent(where, target):
+    first = run("tables", "create", *where, "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["created"] == []  # the fixture made them already
+    assert json.loads(first.stdout)["tables"] == [target.log_table, target.core_table]
+    second = run("tables", "create", *where)
+    assert second.stdout.splitlines() == [
+        f"{target.log_table}: exists",
+        f"{target.core_table}: exists",
+    ]
+
+
+def test_append_prints_versions_and_conflict_exits_3(where, store):
+    ok = run("append", "users", "12", "signup", "--payload", '{"id": "12", "name": "test"}', *where)
+    assert (ok.returncode, ok.stdout.strip()) == (0, "1")
+    second = run("append", "users", "12", "rename", "--payload", '{"id": "12"}',
+                 "--expected-version", "1", "--json", *where)
+    assert json.loads(second.stdout) == {"log": "users", "id": "12", "version": 2}
+    conflict = run("append", "users", "12", "rename", "--payload", '{"id": "12"}',
+                   "--expected-version", "1", *where)
+    assert conflict.returncode == 3
+    assert conflict.stderr.strip() == (
+        "error: conflict on users#12#stream: version 2 already exists (latest version is 2)"
+    )
+    assert store.versions("users", "12") == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ("{not json", "error: --payload is not valid JSON: "),
+        ("[1, 2]", "error: --payload must be a JSON object"),
+        ('{"id": "13"}', "error: payload id '13' does not match the item id '12'"),
+    ],
+)
+def test_bad_payload_is_one_line_exit_2_and_writes_nothing(where, store, payload, message):
+    result = run("append", "users", "12", "signup", "--payload", payload, *where)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(message)
+    assert "Traceback" not in result.stderr
+    assert store.table.scan()["Items"] == []
+
+
+def test_query_json_lines_and_table(where, store):
+    store.append("users", "a", "signup", {"id": "a", "loc": 1.5})
+    store.append("users", "a", "rename", {"id": "a"})
+    store.append("users", "b", "signup", {"id": "b"})
+    lines = run("query", "users", "--json", *where).stdout.splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"log": "users", "id": "a", "version": 1, "type": "signup",
+         "payload": {"id": "a", "loc": 1.5}},
+        {"log": "users", "id": "a", "version": 2, "type": "rename", "payload": {"id": "a"}},
+        {"log": "users", "id": "b", "version": 1, "type": "signup", "payload": {"id": "b"}},
+    ]
+    after = run("query", "users", "a", "--after", "1", "--json", *where).stdout.splitlines()
+    assert [json.loads(line)["version"] for line in after] == [2]
+    table = run("query", "users", "a", *where)
+    assert table.returncode == 0
+    assert "signup" in table.stdout and "rename" in table.stdout
+
+
+def test_generate_is_reproducible_with_a_seed(where, store, moto_url):
+    result = run("generate", "--users", "5", "--seed", "42", "--concurrency", "4", "--json", *where)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["users"], summary["events"]) == (5, 20)
+    ids = store.ids("users")
+    assert len(ids) == 5
+    for id in ids:
+        assert [i.type for i in store.read("users", id)] == [
+            "signup", "addPhoneNumber", "verifyPhoneNumber", "addLocation",
+        ]
+    from bridge.fake import fake_users
+
+    assert sorted(events[0].id for events in fake_users(5, seed=42)) == ids
+
+
+def test_missing_table_and_unreachable_endpoint_are_one_line(moto_url, free_tcp_port):
+    missing = run("query", "users", "--stage", "nosuchstage", "--endpoint-url", moto_url)
+    assert missing.returncode == 1
+    assert "bridge tables create" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    down = run("query", "users", "--endpoint-url", f"http://127.0.0.1:{free_tcp_port}",
+               env={"AWS_MAX_ATTEMPTS": "1"})
+    assert down.returncode == 1
+    assert down.stderr.startswith("error: cannot reach http://127.0.0.1:")
+    assert "Traceback" not in down.stderr
+
+
+@pytest.fixture
+def free_tcp_port() -> int:
+    from bridge.offline.dynamodb import free_port
+
+    return free_port()
+
+
+def test_demo_runs_end_to_end():
+    result = run("demo", "--users", "10", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["users"] == 10
+    assert summary["complete_users"] == 10
+    assert summary["by_type"] == {
+        "signup": 10, "addPhoneNumber": 10, "verifyPhoneNumber": 10, "addLocation": 10,
+    }

@@ -1,0 +1,75 @@
+"""The log item model on its own: keys, validation, number conversion, size."""
+
+from decimal import Decimal
+
+import pytest
+
+from bridge.core.errors import ValidationError
+from bridge.core.log import (
+    MAX_ITEM_BYTES,
+    LogItem,
+    from_dynamo,
+    item_size,
+    parse_stream_key,
+    stream_key,
+    to_dynamo,
+)
+
+
+def test_keys_follow_the_seed():
+    item = LogItem("users", "12", 1, "signup", {"id": "12", "name": "test"}).to_item()
+    assert item == {
+        "pk": "users#12#stream",
+        "sk": 1,
+        "type": "signup",
+        "log": "users",
+        "payload": {"id": "12", "name": "test"},
+    }
+    assert parse_stream_key(stream_key("users", "12")) == ("users", "12")
+
+
+@pytest.mark.parametrize(
+    ("log", "id", "type", "payload", "message"),
+    [
+        ("", "1", "t", {"id": "1"}, "log must be a non-empty string"),
+        ("us#ers", "1", "t", {"id": "1"}, "log 'us#ers' must not contain '#'"),
+        ("users", "", "t", {"id": ""}, "id must be a non-empty string"),
+        ("users", "1#2", "t", {"id": "1#2"}, "id '1#2' must not contain '#'"),
+        ("users", "1", "", {"id": "1"}, "type must be a non-empty string"),
+        ("users", "1", "t", ["id", "1"], "payload must be a JSON object"),
+        ("users", "1", "t", {"name": "x"}, "payload must contain 'id'"),
+        ("users", "1", "t", {"id": "2"}, "payload id '2' does not match the item id '1'"),
+    ],
+)
+def test_each_validation_error_is_one_clear_line(log, id, type, payload, message):
+    with pytest.raises(ValidationError) as error:
+        LogItem(log, id, 1, type, payload).to_item()
+    assert str(error.value) == message
+    assert "\n" not in str(error.value)
+
+
+def test_oversize_item_is_refused_with_its_size():
+    payload = {"id": "1", "blob": "x" * MAX_ITEM_BYTES}
+    with pytest.raises(ValidationError, match=r"item is \d+ bytes; DynamoDB's limit is 409600"):
+        LogItem("users", "1", 1, "big", payload).to_item()
+
+
+def test_item_just_under_the_limit_passes():
+    base = LogItem("users", "1", 1, "big", {"id": "1", "blob": ""}).to_item()
+    room = MAX_ITEM_BYTES - item_size(base)
+    item = LogItem("users", "1", 1, "big", {"id": "1", "blob": "x" * room}).to_item()
+    assert item_size(item) == MAX_ITEM_BYTES
+
+
+def test_floats_become_decimal_and_come_back_as_numbers():
+    value = {"lat": 51.5074, "n": 3, "list": [0.1, 2.0], "deep": {"x": -1e-7}}
+    stored = to_dynamo(value)
+    assert stored["lat"] == Decimal("51.5074")
+    assert stored["list"] == [Decimal("0.1"), Decimal("2.0")]
+    assert from_dynamo(stored) == {"lat": 51.5074, "n": 3, "list": [0.1, 2], "deep": {"x": -1e-7}}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_and_infinity_are_refused(bad):
+    with pytest.raises(ValidationError, match="cannot be stored"):
+        to_dynamo({"x": bad})
