@@ -1,0 +1,447 @@
+"""The local archive: one SQLite file (``./db``) holding every event the bus accepted.
+
+Three parties share this file, often at the same time and from different processes:
+the local bus writes it (:class:`ArchiveWriter`), the bridge client's sqlite sink
+writes cloud events into it, and ``bridge replay`` reads it. Hence:
+
+* WAL mode, so readers never block the writer and see committed batches at once;
+* ``busy_timeout``, so two writers wait for each other instead of failing;
+* ``INSERT OR IGNORE`` on the event id, so writing an event twice (a redelivery,
+  a resumed client) stores it once;
+* ``createdAt`` is the event's own ``time`` in one canonical ISO 8601 UTC form
+  (``2024-05-01T12:00:00.000Z``) so time windows are plain string comparisons
+  whoever wrote the row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bridge.core.errors import BridgeError
+
+DEFAULT_PATH = "db"
+BUSY_TIMEOUT_MS = 5_000
+BATCH_SIZE = 500
+BATCH_INTERVAL = 0.05  # seconds a batch may wait for more events before it is written
+
+logger = logging.getLogger("bridge.archive")
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        createdAt TEXT NOT NULL,
+        log TEXT,
+        type TEXT,
+        event TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS events_createdAt ON events (createdAt)",
+)
+PRAGMAS = ("PRAGMA journal_mode=WAL", f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+INSERT = (
+    "INSERT OR IGNORE INTO events (id, createdAt, log, type, event) VALUES (?, ?, ?, ?, ?)"
+)
+
+PathLike = str | os.PathLike[str]
+Row = tuple[str, str, str | None, str | None, str]
+
+
+# --------------------------------------------------------------------------- time
+
+
+def to_iso(value: datetime | str | float | int) -> str:
+    """The canonical ``createdAt`` text of a time: UTC, milliseconds, ``Z``.
+
+    Accepts datetimes (naive ones are taken as UTC), ISO 8601 text (``Z`` or an
+    offset) and epoch seconds, because events, the CLI and boto3 each carry time
+    differently; one form keeps string comparison equal to time comparison.
+    """
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        when = datetime.fromtimestamp(value, UTC)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise BridgeError(f"not an ISO 8601 time: {value!r}") from None
+    else:
+        raise BridgeError(f"not a time: {value!r}")
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def from_iso(text: str) -> datetime:
+    """Parse a canonical ``createdAt`` back into an aware UTC datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def row_for(event: dict[str, Any]) -> Row:
+    """The ``events`` row of one EventBridge event (the envelope with ``id`` and ``time``).
+
+    ``log`` and ``type`` come from the detail of log events so replays can filter
+    on them with the index-free columns; other events leave them NULL.
+    """
+    event_id = event.get("id")
+    if not isinstance(event_id, str) or not event_id:
+        raise BridgeError("an archived event needs a non-empty string id")
+    when = event.get("time")
+    created = to_iso(when) if when else to_iso(datetime.now(UTC))
+    detail = event.get("detail")
+    log = type_ = None
+    if isinstance(detail, dict):
+        log = detail.get("log") if isinstance(detail.get("log"), str) else None
+        type_ = detail.get("type") if isinstance(detail.get("type"), str) else None
+    text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return (event_id, created, log, type_, text)
+
+
+# --------------------------------------------------------------------------- sync API
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    """Set WAL + busy timeout and create the ``events`` table if missing (idempotent)."""
+    for pragma in PRAGMAS:
+        conn.execute(pragma)
+    with conn:
+        for statement in SCHEMA:
+            conn.execute(statement)
+
+
+async def ensure_schema_async(conn: aiosqlite.Connection) -> None:
+    """:func:`ensure_schema` for aiosqlite connections (the bus, the client's sink)."""
+    for pragma in PRAGMAS:
+        await conn.execute(pragma)
+    for statement in SCHEMA:
+        await conn.execute(statement)
+    await conn.commit()
+
+
+def connect(path: PathLike = DEFAULT_PATH) -> sqlite3.Connection:
+    """Open (creating if needed) the archive for writing, schema ensured."""
+    conn = sqlite3.connect(os.fspath(path), timeout=BUSY_TIMEOUT_MS / 1000)
+    ensure_schema(conn)
+    return conn
+
+
+def insert_events(conn: sqlite3.Connection, events: Iterable[dict[str, Any]]) -> int:
+    """Insert events idempotently; returns how many were new. The caller commits.
+
+    Not committing lets a sink store its cursor in the same transaction.
+    """
+    before = conn.total_changes
+    conn.executemany(INSERT, [row_for(event) for event in events])
+    return conn.total_changes - before
+
+
+async def insert_events_async(
+    conn: aiosqlite.Connection, events: Iterable[dict[str, Any]]
+) -> int:
+    """:func:`insert_events` over aiosqlite; returns how many were new. The caller commits."""
+    before = conn.total_changes
+    await conn.executemany(INSERT, [row_for(event) for event in events])
+    return conn.total_changes - before
+
+
+def write_events(path: PathLike, events: Iterable[dict[str, Any]]) -> int:
+    """Insert events in one transaction and commit; returns how many were new."""
+    conn = connect(path)
+    try:
+        with conn:
+            return insert_events(conn, events)
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def _reader(path: PathLike) -> Iterator[sqlite3.Connection]:
+    """A connection for reading that never creates a missing archive by accident."""
+    if not Path(path).is_file():
+        raise BridgeError(f"no archive at {os.fspath(path)}: nothing was archived there yet")
+    conn = sqlite3.connect(os.fspath(path), timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        try:
+            conn.execute("SELECT 1 FROM events LIMIT 0")
+        except sqlite3.DatabaseError as error:
+            raise BridgeError(f"{os.fspath(path)} is not an events archive: {error}") from None
+        yield conn
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which archived events to read: ``createdAt`` in ``[start, end)``, log, type."""
+
+    start: str | None = None
+    end: str | None = None
+    log: str | None = None
+    type: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        start: datetime | str | float | None = None,
+        end: datetime | str | float | None = None,
+        log: str | None = None,
+        type: str | None = None,
+    ) -> Filter:
+        return cls(
+            to_iso(start) if start is not None else None,
+            to_iso(end) if end is not None else None,
+            log,
+            type,
+        )
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("createdAt >= ?", self.start),
+            ("createdAt < ?", self.end),
+            ("log = ?", self.log),
+            ("type = ?", self.type),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        return (" AND ".join(clauses) or "1"), params
+
+
+@dataclass(frozen=True)
+class Archived:
+    """One archived row: its place (``seq``), its time, and the event itself."""
+
+    seq: int
+    created_at: str
+    event: dict[str, Any]
+
+
+def read_page(
+    path: PathLike,
+    where: Filter = Filter(),  # noqa: B008 - frozen dataclass, safe as a default
+    after: tuple[str, int] | None = None,
+    limit: int = 1000,
+) -> list[Archived]:
+    """Up to ``limit`` events in time order after ``(createdAt, seq)`` ``after``.
+
+    A page opens and closes its own connection, so async code can read a large
+    archive page by page in worker threads without holding a connection across
+    awaits (sqlite3 connections belong to one thread).
+    """
+    sql, params = where.where()
+    if after is not None:
+        sql += " AND (createdAt, seq) > (?, ?)"
+        params += list(after)
+    with _reader(path) as conn:
+        rows = conn.execute(
+            f"SELECT seq, createdAt, event FROM events WHERE {sql} "
+            "ORDER BY createdAt, seq LIMIT ?",
+            [*params, limit],
+        ).fetchall()
+    return [Archived(seq, created, json.loads(text)) for seq, created, text in rows]
+
+
+def iter_events(
+    path: PathLike = DEFAULT_PATH,
+    start: datetime | str | float | None = None,
+    end: datetime | str | float | None = None,
+    log: str | None = None,
+    type: str | None = None,
+    page_size: int = 1000,
+) -> Iterator[dict[str, Any]]:
+    """Archived events in time order with ``start <= createdAt < end``, by log and type.
+
+    Reads page by page, so the archive may be large and may be written meanwhile.
+    """
+    where = Filter.of(start, end, log, type)
+    after: tuple[str, int] | None = None
+    while True:
+        page = read_page(path, where, after, page_size)
+        for row in page:
+            yield row.event
+        if len(page) < page_size:
+            return
+        after = (page[-1].created_at, page[-1].seq)
+
+
+def count(
+    path: PathLike = DEFAULT_PATH,
+    start: datetime | str | float | None = None,
+    end: datetime | str | float | None = None,
+    log: str | None = None,
+    type: str | None = None,
+) -> int:
+    """How many archived events match (0 when there is no archive file yet)."""
+    if not Path(path).is_file():
+        return 0
+    sql, params = Filter.of(start, end, log, type).where()
+    with _reader(path) as conn:
+        return int(conn.execute(f"SELECT COUNT(*) FROM events WHERE {sql}", params).fetchone()[0])
+
+
+def size_bytes(path: PathLike = DEFAULT_PATH) -> int:
+    """Bytes the archive takes on disk, write-ahead log included."""
+    total = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(OSError):
+            total += os.stat(os.fspath(path) + suffix).st_size
+    return total
+
+
+# --------------------------------------------------------------------------- async writer
+
+
+class ArchiveWriter:
+    """Archives events for the bus without ever making ``PutEvents`` wait on disk.
+
+    :meth:`add` only enqueues; a background task writes batches (up to
+    ``batch_size`` events or ``interval`` seconds, one transaction each) through
+    aiosqlite. :meth:`flush` waits for everything added so far; :meth:`close`
+    flushes first, so nothing added before shutdown is lost.
+    """
+
+    def __init__(
+        self,
+        path: PathLike = DEFAULT_PATH,
+        *,
+        batch_size: int = BATCH_SIZE,
+        interval: float = BATCH_INTERVAL,
+    ) -> None:
+        self.path = Path(path)
+        self.batch_size = batch_size
+        self.interval = interval
+        self.written = 0  # events stored (duplicates by id not counted)
+        self.batches = 0  # transactions committed
+        self.failed = 0  # events lost to write errors (logged)
+        self._queue: asyncio.Queue[dict[str, Any]] | None = None
+        self._conn: aiosqlite.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._more = asyncio.Event()  # set when events arrive or a flush is asked for
+        self._flushers = 0
+
+    async def start(self) -> ArchiveWriter:
+        """Open the file (creating it and its schema) and start the writer task."""
+        if self._task is not None:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = await aiosqlite.connect(os.fspath(self.path))
+            await ensure_schema_async(self._conn)
+        except sqlite3.Error as error:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+            raise BridgeError(f"cannot open the archive {self.path}: {error}") from None
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(), name="archive-writer")
+        return self
+
+    def add(self, event: dict[str, Any]) -> None:
+        """Queue one event for the archive; never blocks. Call :meth:`start` first."""
+        if self._queue is None or self._closed:
+            raise RuntimeError("ArchiveWriter.add() before start() or after close()")
+        self._queue.put_nowait(event)
+        self._more.set()
+
+    @property
+    def pending(self) -> int:
+        """Events added but not yet committed."""
+        return self._queue.qsize() if self._queue is not None else 0
+
+    async def flush(self) -> None:
+        """Wait until every event added so far is committed to the file."""
+        if self._queue is None:
+            return
+        self._flushers += 1
+        self._more.set()  # a batch still waiting for company is written at once
+        try:
+            await self._queue.join()
+        finally:
+            self._flushers -= 1
+
+    async def close(self) -> None:
+        """Flush everything, then stop the task and close the file."""
+        if self._task is None or self._closed:
+            return
+        self._closed = True
+        await self.flush()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def __aenter__(self) -> ArchiveWriter:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.interval
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0 or self._flushers:
+                    break  # a flush is waiting: write what we have now
+                self._more.clear()
+                try:
+                    await asyncio.wait_for(self._more.wait(), remaining)
+                except TimeoutError:
+                    break
+            try:
+                await self._write(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write(self, batch: list[dict[str, Any]]) -> None:
+        assert self._conn is not None
+        rows: list[Row] = []
+        try:
+            for event in batch:
+                try:
+                    rows.append(row_for(event))
+                except (BridgeError, TypeError, ValueError) as error:
+                    self.failed += 1
+                    logger.error("archive: event not archived: %s", error)
+            before = self._conn.total_changes
+            await self._conn.executemany(INSERT, rows)
+            await self._conn.commit()
+            self.written += self._conn.total_changes - before
+            self.batches += 1
+        except sqlite3.Error as error:
+            self.failed += len(rows)
+            logger.error("archive: %d events not archived in %s: %s", len(rows), self.path, error)
+            with contextlib.suppress(sqlite3.Error):
+                await self._conn.rollback()

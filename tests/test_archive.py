@@ -1,0 +1,204 @@
+"""The SQLite archive: batched async writes, idempotence, no loss on close, WAL readers."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import archive
+from bridge.archive import ArchiveWriter
+from bridge.core.errors import BridgeError
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def event(n: int, *, log: str = "users", type: str = "signup", at: datetime | None = None) -> dict:
+    when = at or T0 + timedelta(seconds=n)
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "stream changes",
+        "source": "dynamodb-log",
+        "account": "000000000000",
+        "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {
+            "log": log,
+            "key": {"pk": f"{log}#{n}#stream", "sk": 1},
+            "type": type,
+            "payload": {"id": str(n)},
+        },
+    }
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "db"
+
+
+async def test_writes_in_batches_and_add_never_waits(db: Path) -> None:
+    events = [event(n) for n in range(1200)]
+    async with ArchiveWriter(db, batch_size=500, interval=0.05) as writer:
+        for item in events:
+            writer.add(item)  # plain call: nothing awaited per event
+        assert writer.pending > 0  # nothing written synchronously
+        await writer.flush()
+        assert writer.pending == 0
+        assert writer.written == 1200
+        # 1200 events queued at once fit in 3 transactions of at most 500
+        assert writer.batches == 3
+    assert archive.count(db) == 1200
+    assert [e["id"] for e in archive.iter_events(db)] == [e["id"] for e in events]
+
+
+async def test_small_trickle_is_written_within_the_interval(db: Path) -> None:
+    async with ArchiveWriter(db, interval=0.02) as writer:
+        writer.add(event(1))
+        for _ in range(100):
+            if archive.count(db) == 1:
+                break
+            await asyncio.sleep(0.01)
+        # seen by another connection without any flush: the batch timer wrote it
+        assert archive.count(db) == 1
+        assert writer.batches == 1
+
+
+async def test_idempotent_by_id(db: Path) -> None:
+    events = [event(n) for n in range(20)]
+    async with ArchiveWriter(db) as writer:
+        for item in events + events:
+            writer.add(item)
+        await writer.flush()
+        assert writer.written == 20
+        for item in events[:5]:
+            writer.add(item)
+        await writer.flush()
+        assert writer.written == 20
+    # the sync path (the client's sqlite sink, replay tools) is idempotent too
+    assert archive.write_events(db, events) == 0
+    assert archive.write_events(db, [event(99)]) == 1
+    assert archive.count(db) == 21
+
+
+async def test_close_flushes_everything(db: Path) -> None:
+    # a long interval: close() must not wait for it, nor lose the half-full batch
+    writer = await ArchiveWriter(db, batch_size=7, interval=30).start()
+    for n in range(333):
+        writer.add(event(n))
+    await asyncio.wait_for(writer.close(), timeout=5)  # no flush() first
+    assert archive.count(db) == 333
+    with pytest.raises(RuntimeError):
+        writer.add(event(1000))
+
+
+async def test_readable_by_other_connections_while_writing(db: Path) -> None:
+    async with ArchiveWriter(db) as writer:
+        writer.add(event(1))
+        await writer.flush()
+        conn = sqlite3.connect(db)
+        try:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            # a reader inside a read transaction keeps its snapshot …
+            conn.execute("BEGIN")
+            assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+            for n in range(2, 51):
+                writer.add(event(n))
+            # … and does not block the writer (WAL): the flush completes meanwhile
+            await asyncio.wait_for(writer.flush(), timeout=5)
+            assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+            conn.execute("COMMIT")
+            assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 50
+        finally:
+            conn.close()
+        # another process reads the file while the writer still holds it open
+        code = (
+            "import sys; from bridge import archive; "
+            "print(archive.count(sys.argv[1], log='users'))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True
+        )
+        assert out.stdout.strip() == "50"
+
+
+def test_filters_by_time_log_and_type(db: Path) -> None:
+    events = [
+        event(0, log="users", type="signup"),
+        event(10, log="users", type="rename"),
+        event(20, log="orders", type="placed"),
+        event(30, log="users", type="signup"),
+        event(40, log="orders", type="shipped"),
+    ]
+    archive.write_events(db, reversed(events))  # stored out of order, read in time order
+
+    def ids(items: Any) -> list[str]:
+        return [e["id"] for e in items]
+
+    assert ids(archive.iter_events(db)) == ids(events)
+    # [start, end): the end is exclusive, the start inclusive
+    window = archive.iter_events(
+        db, start=T0 + timedelta(seconds=10), end=T0 + timedelta(seconds=30)
+    )
+    assert ids(window) == ids(events[1:3])
+    assert ids(archive.iter_events(db, log="users")) == ids([events[0], events[1], events[3]])
+    assert ids(archive.iter_events(db, type="signup")) == ids([events[0], events[3]])
+    assert ids(archive.iter_events(db, log="orders", start="2024-05-01T12:00:30Z")) == ids(
+        events[4:]
+    )
+    # ISO text with offsets and epoch seconds mean the same instants
+    assert ids(archive.iter_events(db, end="2024-05-01T14:00:10+02:00")) == ids(events[:1])
+    assert ids(archive.iter_events(db, start=(T0 + timedelta(seconds=40)).timestamp())) == ids(
+        events[4:]
+    )
+    assert archive.count(db, log="users", type="signup") == 2
+    # small pages walk the whole archive in order, ties on time broken by seq
+    same_second = [event(50, at=T0 + timedelta(seconds=50)) for _ in range(5)]
+    archive.write_events(db, same_second)
+    walked = ids(archive.iter_events(db, page_size=2))
+    assert walked == ids(events) + ids(same_second)
+
+
+def test_rows_and_time_form() -> None:
+    item = event(3, log="users", type="signup")
+    event_id, created, log, type_, text = archive.row_for(item)
+    assert (event_id, log, type_) == (item["id"], "users", "signup")
+    assert created == "2024-05-01T12:00:03.000Z"
+    assert text.startswith("{") and item["id"] in text
+    assert archive.to_iso("2024-05-01T14:00:03.5+02:00") == "2024-05-01T12:00:03.500Z"
+    assert archive.from_iso(created) == T0 + timedelta(seconds=3)
+    other = {"id": "x", "time": "2024-05-01T12:00:00Z", "detail": {"any": 1}}
+    assert archive.row_for(other)[2:4] == (None, None)
+    with pytest.raises(BridgeError):
+        archive.row_for({"time": "2024-05-01T12:00:00Z"})
+    with pytest.raises(BridgeError):
+        archive.to_iso("yesterday")
+
+
+def test_missing_or_foreign_file_is_one_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    assert archive.count(missing) == 0
+    with pytest.raises(BridgeError, match="no archive"):
+        list(archive.iter_events(missing))
+    assert not missing.exists()  # reading never creates the file
+    foreign = tmp_path / "other.sqlite"
+    sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(BridgeError, match="not an events archive"):
+        list(archive.iter_events(foreign))
+
+
+async def test_unserialisable_event_is_logged_not_fatal(db: Path) -> None:
+    async with ArchiveWriter(db) as writer:
+        writer.add({"id": "bad", "time": "2024-05-01T12:00:00Z", "detail": {"x": object()}})
+        writer.add(event(1))
+        await asyncio.wait_for(writer.flush(), timeout=5)
+        assert (writer.written, writer.failed) == (1, 1)
+    assert archive.count(db) == 1
