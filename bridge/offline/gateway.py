@@ -1,0 +1,816 @@
+"""A local WebSocket gateway that behaves like an AWS API Gateway WebSocket API.
+
+The bridge Lambdas in ``bridge/lambdas`` are the code that runs in AWS; offline they
+must see the same events and get the same answers, or code that works locally breaks
+in the cloud. So this gateway reproduces what those handlers can observe:
+
+* ``ws://HOST:PORT/{stage}`` only; ``$connect`` runs *before* the handshake completes
+  and can refuse it; ``$disconnect`` runs after a close from either side.
+* Lambda proxy events with the ``requestContext`` fields API Gateway sends.
+* Route selection by ``$request.body.action`` with ``$default`` as the fallback, the
+  ``Forbidden`` / ``Internal server error`` replies AWS sends to the client, and the
+  handler's returned ``body`` sent back (a two-way route, simplified).
+* The quotas: 128 KB messages, 32 KB frames (close 1009), idle timeout and maximum
+  connection age (close 1001), integration timeout.
+* The ``@connections`` management API (POST / GET / DELETE) on the *same* port, so
+  boto3's ``apigatewaymanagementapi`` client works with
+  ``endpoint_url="http://HOST:PORT/{stage}"``, including ``GoneException`` (410).
+* Optional IAM (SigV4 pre-signed URL) authorization of ``$connect``.
+
+Not reproduced: IAM policy evaluation and signing of the management API (requests to
+``@connections`` are accepted unsigned), Lambda/JWT authorizers, request/response
+mapping templates and route response selection, API keys and throttling, and
+permessage-deflate (the server does not negotiate compression, so sizes on the wire
+equal message sizes).
+
+It runs on aiohttp because one port must speak both WebSocket and plain HTTP (the
+management API); the ``websockets`` server cannot answer an HTTP POST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import errno
+import json
+import logging
+import secrets
+import string
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.http_websocket import WebSocketError
+
+from bridge.core.errors import BridgeError
+from bridge.offline.sigv4 import SignatureError, SignedCaller, strip_auth_params, verify_presigned
+
+log = logging.getLogger("bridge.offline.gateway")
+
+Invoke = Callable[[str, dict], Awaitable[Any]]
+"""``(route_key, lambda_proxy_event) -> handler result``; raises when the handler fails."""
+
+CONNECT, DISCONNECT, DEFAULT = "$connect", "$disconnect", "$default"
+#: The API id AWS would assign; handlers only ever echo it back.
+API_ID = "offline000"
+#: Close code and reason API Gateway uses for idle and over-age connections.
+GOING_AWAY = (WSCloseCode.GOING_AWAY, "Going away")
+#: RFC 6455 "no status received": what a close frame without a code is reported as.
+NO_STATUS = 1005
+_ID_ALPHABET = string.ascii_letters + string.digits
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_CLOSE_WAIT_SECONDS = 2.0
+
+
+def new_id() -> str:
+    """An id shaped like API Gateway's (15 characters and ``=``).
+
+    Alphanumeric only, so ids survive URL paths without escaping surprises.
+    """
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(15)) + "="
+
+
+def _request_time(epoch: float) -> str:
+    """``requestTime`` in API Gateway's CLF form, with English month names whatever the locale."""
+    t = datetime.fromtimestamp(epoch, UTC)
+    return f"{t.day:02d}/{_MONTHS[t.month - 1]}/{t.year}:{t:%H:%M:%S} +0000"
+
+
+def _iso(epoch: float) -> str:
+    """ISO 8601 with milliseconds, as the management API returns timestamps."""
+    return (
+        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def _single_and_multi(items: Iterable[tuple[str, str]]) -> tuple[dict | None, dict | None]:
+    """Build the ``x`` / ``multiValueX`` pair of a proxy event; ``None`` when empty, as AWS."""
+    multi: dict[str, list[str]] = {}
+    for key, value in items:
+        multi.setdefault(key, []).append(value)
+    if not multi:
+        return None, None
+    return {k: v[-1] for k, v in multi.items()}, multi
+
+
+def _json_response(status: int, payload: Mapping[str, Any] | None, **headers: str) -> web.Response:
+    body = b"" if payload is None else json.dumps(payload).encode()
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def _error(status: int, error_type: str, message: str) -> web.Response:
+    """An error botocore's rest-json parser maps to ``client.exceptions.<error_type>``."""
+    return _json_response(status, {"message": message}, **{"x-amzn-ErrorType": error_type})
+
+
+@dataclass
+class _Connection:
+    """Everything the gateway knows about one client, from upgrade request to close."""
+
+    id: str
+    source_ip: str
+    user_agent: str | None
+    domain: str
+    headers: list[tuple[str, str]]
+    caller: SignedCaller | None
+    connected_at: float = field(default_factory=time.time)
+    last_active: float = field(default_factory=time.time)
+    ws: web.WebSocketResponse | None = None
+    inbox: asyncio.Queue[web.WSMessage | None] = field(default_factory=asyncio.Queue)
+    close_code: int | None = None
+    close_reason: str | None = None
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def touch(self) -> None:
+        """Record activity either way: it resets the idle timeout and feeds ``LastActiveAt``."""
+        self.last_active = time.time()
+
+    def set_close(self, code: int, reason: str) -> None:
+        """Keep the first close cause; later ones (echoes of our own close) don't overwrite it."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+
+
+@dataclass
+class _Outcome:
+    """How one integration call ended: its value, or why it has none."""
+
+    result: Any = None
+    failure: str | None = None  # "error" or "timeout"
+
+
+class _FrameSizeGuard:
+    """Sits in front of aiohttp's WebSocket reader and refuses oversized *frames*.
+
+    aiohttp's ``max_msg_size`` applies to whole (reassembled) messages, but API Gateway
+    also caps every single frame at 32 KB, which is what a client that sends a 40 KB
+    message in one frame runs into. This guard reads only frame headers (2-14 bytes)
+    from the raw stream, passes every byte through unchanged, and on a data frame
+    larger than the limit fails the reader with 1009 exactly as aiohttp's own size
+    check does. It relies on aiohttp internals (the protocol's payload parser and the
+    reader queue); when they are missing the guard is not installed and only the
+    message limit applies (logged once).
+    """
+
+    def __init__(self, inner: Any, queue: Any, limit: int) -> None:
+        self._inner = inner
+        self._queue = queue
+        self._limit = limit
+        self._header = bytearray()
+        self._skip = 0
+        self._failed = False
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if self._failed:
+            return True, b""
+        pos, frame_start = 0, 0
+        while pos < len(data):
+            if self._skip:
+                step = min(self._skip, len(data) - pos)
+                self._skip -= step
+                pos += step
+                continue
+            if not self._header:
+                frame_start = pos
+            need = self._header_length()
+            take = min(need - len(self._header), len(data) - pos)
+            self._header += data[pos : pos + take]
+            pos += take
+            if len(self._header) < self._header_length():
+                continue
+            opcode, length = self._header[0] & 0x0F, self._payload_length()
+            self._header.clear()
+            self._skip = length
+            if opcode in (0x0, 0x1, 0x2) and length > self._limit:
+                return self._fail(data[:frame_start], length)
+        return self._inner.feed_data(data)
+
+    def feed_eof(self) -> None:
+        self._inner.feed_eof()
+
+    def _header_length(self) -> int:
+        if len(self._header) < 2:
+            return 2
+        flag = self._header[1] & 0x7F
+        extended = 2 if flag == 126 else 8 if flag == 127 else 0
+        return 2 + extended + (4 if self._header[1] & 0x80 else 0)
+
+    def _payload_length(self) -> int:
+        flag = self._header[1] & 0x7F
+        if flag == 126:
+            return int.from_bytes(self._header[2:4], "big")
+        if flag == 127:
+            return int.from_bytes(self._header[2:10], "big")
+        return flag
+
+    def _fail(self, before: bytes, length: int) -> tuple[bool, bytes]:
+        if before:
+            self._inner.feed_data(before)
+        self._failed = True
+        self._queue.set_exception(
+            WebSocketError(
+                WSCloseCode.MESSAGE_TOO_BIG,
+                f"Frame size of {length} bytes exceeds the {self._limit}-byte frame limit",
+            )
+        )
+        return True, b""
+
+
+class _GatewaySocket(web.WebSocketResponse):
+    """aiohttp's WebSocket response with the frame-size guard installed at upgrade time.
+
+    Installing it inside ``_post_start`` (right after aiohttp sets its parser, before
+    any await) means every frame read after the 101 response is checked; only bytes a
+    client pipelined *before* reading the 101 response reach aiohttp's reader directly.
+    """
+
+    _guard_warned = False
+
+    def __init__(self, *, max_frame_bytes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._max_frame_bytes = max_frame_bytes
+
+    def _post_start(self, request: web.BaseRequest, protocol: Any, writer: Any) -> None:
+        super()._post_start(request, protocol, writer)
+        proto = request.protocol
+        parser = getattr(proto, "_payload_parser", None)
+        queue = getattr(self, "_reader", None)
+        if parser is None or queue is None or not hasattr(queue, "set_exception"):
+            if not _GatewaySocket._guard_warned:
+                _GatewaySocket._guard_warned = True
+                log.warning("frame size limit not enforced (aiohttp internals changed)")
+            return
+        proto._payload_parser = _FrameSizeGuard(parser, queue, self._max_frame_bytes)
+
+
+class Gateway:
+    """One stage of a WebSocket API plus its ``@connections`` management API, on one port.
+
+    ``invoke(route_key, event)`` runs the integration (the Lambda) for the routes listed
+    in ``routes``; a route missing there behaves as a route without integration in AWS
+    (no ``$connect`` route: everyone may connect; no ``$default``: unmatched messages get
+    ``Forbidden``). Timeouts and size limits default to API Gateway's quotas and are
+    parameters so tests can shrink them. With ``iam_auth`` the ``$connect`` URL must be
+    SigV4-signed with ``credentials`` (access key id, secret) for ``region``.
+    """
+
+    def __init__(
+        self,
+        *,
+        stage: str,
+        invoke: Invoke,
+        routes: Iterable[str],
+        host: str = "127.0.0.1",
+        port: int = 3001,
+        idle_timeout: float = 600.0,
+        max_connection_age: float = 7200.0,
+        iam_auth: bool = False,
+        credentials: tuple[str, str] | None = None,
+        region: str = "us-east-1",
+        max_message_bytes: int = 128 * 1024,
+        max_frame_bytes: int = 32 * 1024,
+        integration_timeout: float = 29.0,
+    ) -> None:
+        if not stage or "/" in stage:
+            raise BridgeError(f"invalid stage name {stage!r}")
+        if iam_auth and credentials is None:
+            raise BridgeError("iam_auth needs credentials (access key id, secret access key)")
+        self.stage = stage
+        self.host = host
+        self.region = region
+        self.routes = frozenset(routes)
+        self.idle_timeout = idle_timeout
+        self.max_connection_age = max_connection_age
+        self.iam_auth = iam_auth
+        self.max_message_bytes = max_message_bytes
+        self.max_frame_bytes = max_frame_bytes
+        self.integration_timeout = integration_timeout
+        self._invoke_fn = invoke
+        self._credentials = credentials
+        self._requested_port = port
+        self._port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._connections: dict[str, _Connection] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (differs from the requested one when that was 0)."""
+        if self._port is None:
+            raise RuntimeError("the gateway is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """What WebSocket clients connect to: ``ws://HOST:PORT/STAGE``."""
+        return f"ws://{self.host}:{self.port}/{self.stage}"
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://HOST:PORT``; boto3's management client needs this plus ``/STAGE``."""
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind and serve; a port in use is a user error, reported as one BridgeError."""
+        app = web.Application(client_max_size=self.max_message_bytes * 4)
+        conn_path = f"/{self.stage}/@connections/{{connection_id}}"
+        app.router.add_get(f"/{self.stage}", self._handle_upgrade)
+        app.router.add_post(conn_path, self._handle_post)
+        app.router.add_get(conn_path, self._handle_get)
+        app.router.add_delete(conn_path, self._handle_delete)
+        app.router.add_route("*", "/{tail:.*}", self._handle_unknown_path)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._requested_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:
+                raise BridgeError(
+                    f"port {self._requested_port} on {self.host} is already in use; "
+                    "stop the other process or choose another port"
+                ) from exc
+            raise BridgeError(
+                f"cannot listen on {self.host}:{self._requested_port}: {exc.strerror or exc}"
+            ) from exc
+        self._runner = runner
+        self._port = runner.addresses[0][1]
+        log.info("gateway listening on %s (stage %s)", self.url, self.stage)
+
+    async def stop(self) -> None:
+        """Close every socket (each runs ``$disconnect``), then the server."""
+        connections = list(self._connections.values())
+        await asyncio.gather(
+            *(self._close(c, *GOING_AWAY, why="gateway stopping") for c in connections),
+            return_exceptions=True,
+        )
+        for conn in connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.closed.wait(), self.integration_timeout + 1)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Start a background task and keep a reference so it is neither lost nor leaked."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- events ----------------------------------------------------------------------
+
+    def _request_context(
+        self, conn: _Connection, route: str, event_type: str, **extra: Any
+    ) -> dict[str, Any]:
+        """The ``requestContext`` API Gateway puts into every WebSocket proxy event."""
+        now = time.time()
+        request_id = extra.pop("requestId", None) or new_id()
+        return {
+            "routeKey": route,
+            "messageId": None,
+            "eventType": event_type,
+            "extendedRequestId": request_id,
+            "requestTime": _request_time(now),
+            "messageDirection": "IN",
+            "disconnectStatusCode": None,
+            "disconnectReason": None,
+            "stage": self.stage,
+            "connectedAt": int(conn.connected_at * 1000),
+            "requestTimeEpoch": int(now * 1000),
+            "identity": self._identity(conn),
+            "requestId": request_id,
+            "domainName": conn.domain,
+            "connectionId": conn.id,
+            "apiId": API_ID,
+            **extra,
+        }
+
+    def _identity(self, conn: _Connection) -> dict[str, Any]:
+        """``requestContext.identity``; IAM callers add their key, as with AWS_IAM auth."""
+        identity: dict[str, Any] = {
+            "cognitoIdentityPoolId": None,
+            "cognitoIdentityId": None,
+            "principalOrgId": None,
+            "cognitoAuthenticationType": None,
+            "userArn": None,
+            "userAgent": conn.user_agent,
+            "accountId": None,
+            "caller": None,
+            "sourceIp": conn.source_ip,
+            "accessKey": None,
+            "cognitoAuthenticationProvider": None,
+            "user": None,
+        }
+        if conn.caller is not None:
+            key = conn.caller.access_key
+            identity.update(
+                accessKey=key,
+                accountId="000000000000",
+                caller=key,
+                user=key,
+                userArn=f"arn:aws:iam::000000000000:user/{key}",
+            )
+        return identity
+
+    def _connect_event(self, conn: _Connection, query: list[tuple[str, str]]) -> dict[str, Any]:
+        headers, multi_headers = _single_and_multi(conn.headers)
+        params, multi_params = _single_and_multi(query)
+        return {
+            "headers": headers,
+            "multiValueHeaders": multi_headers,
+            "queryStringParameters": params,
+            "multiValueQueryStringParameters": multi_params,
+            "requestContext": self._request_context(conn, CONNECT, "CONNECT"),
+            "isBase64Encoded": False,
+        }
+
+    def _message_event(self, conn: _Connection, route: str, msg: web.WSMessage) -> dict[str, Any]:
+        """A MESSAGE event; binary frames arrive base64-encoded, as API Gateway passes them."""
+        binary = msg.type is WSMsgType.BINARY
+        body = base64.b64encode(msg.data).decode() if binary else msg.data
+        return {
+            "requestContext": self._request_context(conn, route, "MESSAGE", messageId=new_id()),
+            "body": body,
+            "isBase64Encoded": binary,
+        }
+
+    def _disconnect_event(self, conn: _Connection) -> dict[str, Any]:
+        """A DISCONNECT event; AWS repeats only a few of the upgrade request's headers."""
+        kept = {"host", "x-forwarded-for"}
+        headers, multi = _single_and_multi((k, v) for k, v in conn.headers if k.lower() in kept)
+        return {
+            "headers": headers,
+            "multiValueHeaders": multi,
+            "requestContext": self._request_context(
+                conn,
+                DISCONNECT,
+                "DISCONNECT",
+                disconnectStatusCode=conn.close_code,
+                disconnectReason=conn.close_reason or "",
+            ),
+            "isBase64Encoded": False,
+        }
+
+    async def _invoke(self, route: str, event: dict[str, Any]) -> _Outcome:
+        """Call the integration with API Gateway's timeout; log exactly one line for it.
+
+        A failing handler's traceback rides on that same line (``exc_info``) rather than
+        a second record, so the log stays one line per invocation to grep.
+        """
+        ctx = event["requestContext"]
+        started = time.monotonic()
+        error: BaseException | None = None
+        try:
+            result = await asyncio.wait_for(self._invoke_fn(route, event), self.integration_timeout)
+        except TimeoutError:
+            outcome = _Outcome(failure="timeout")
+        except Exception as exc:
+            error = exc
+            outcome = _Outcome(failure="error")
+        else:
+            outcome = _Outcome(result=result)
+        status = outcome.failure or (
+            outcome.result.get("statusCode") if isinstance(outcome.result, dict) else None
+        )
+        log.log(
+            logging.WARNING if outcome.failure else logging.INFO,
+            "invoke %s connection=%s request=%s -> %s in %.0f ms%s",
+            route,
+            ctx["connectionId"],
+            ctx["requestId"],
+            status,
+            (time.monotonic() - started) * 1000,
+            f": {error!r}" if error else "",
+            exc_info=error,
+        )
+        return outcome
+
+    # -- the WebSocket side ----------------------------------------------------------
+
+    async def _handle_upgrade(self, request: web.Request) -> web.StreamResponse:
+        """Authorize, run ``$connect``, upgrade, then serve the connection until it closes."""
+        if not web.WebSocketResponse().can_prepare(request).ok:
+            return self._refuse(request, 426, "Upgrade Required", "not a WebSocket upgrade")
+        caller: SignedCaller | None = None
+        if self.iam_auth:
+            try:
+                caller = self._verify_signature(request)
+            except SignatureError as exc:
+                return self._refuse(request, 403, "Forbidden", f"IAM auth: {exc}")
+        conn = self._new_connection(request, caller)
+        query = list(request.rel_url.query.items())
+        if self.iam_auth:
+            query = strip_auth_params(query)
+        refusal, protocols = await self._run_connect(conn, query)
+        if refusal is not None:
+            return refusal
+        ws = _GatewaySocket(
+            max_frame_bytes=self.max_frame_bytes,
+            max_msg_size=self.max_message_bytes + 1,  # aiohttp refuses sizes >= the limit
+            compress=False,
+            timeout=_CLOSE_WAIT_SECONDS,
+            protocols=protocols,
+        )
+        await ws.prepare(request)
+        conn.ws = ws
+        self._connections[conn.id] = conn
+        try:
+            await self._serve(conn, ws)
+        finally:
+            self._connections.pop(conn.id, None)
+            await self._finish(conn)
+        return ws
+
+    def _verify_signature(self, request: web.Request) -> SignedCaller:
+        assert self._credentials is not None
+        access_key, secret_key = self._credentials
+        return verify_presigned(
+            method=request.method,
+            raw_path=request.rel_url.raw_path,
+            raw_query=request.rel_url.raw_query_string,
+            headers=request.headers,
+            access_key=access_key,
+            secret_key=secret_key,
+            region=self.region,
+        )
+
+    def _new_connection(self, request: web.Request, caller: SignedCaller | None) -> _Connection:
+        """Capture the upgrade request as API Gateway would pass it on (with X-Forwarded-*)."""
+        peer = request.remote or "127.0.0.1"
+        headers = list(request.headers.items())
+        present = {k.lower() for k, _ in headers}
+        for name, value in (
+            ("X-Forwarded-For", peer),
+            ("X-Forwarded-Port", str(self.port)),
+            ("X-Forwarded-Proto", request.scheme),
+        ):
+            if name.lower() not in present:
+                headers.append((name, value))
+        return _Connection(
+            id=new_id(),
+            source_ip=peer,
+            user_agent=request.headers.get("User-Agent"),
+            domain=request.headers.get("Host") or f"{self.host}:{self.port}",
+            headers=headers,
+            caller=caller,
+        )
+
+    async def _run_connect(
+        self, conn: _Connection, query: list[tuple[str, str]]
+    ) -> tuple[web.Response | None, tuple[str, ...]]:
+        """Run ``$connect``: the HTTP refusal (or None), and the subprotocol it accepted.
+
+        A ``Sec-WebSocket-Protocol`` header in the handler's response selects the
+        subprotocol, which is how API Gateway lets ``$connect`` negotiate one. A handler
+        that returns nothing accepts the connection.
+        """
+        if CONNECT not in self.routes:
+            return None, ()
+        outcome = await self._invoke(CONNECT, self._connect_event(conn, query))
+        if outcome.failure == "timeout":
+            return _json_response(504, {"message": "Endpoint request timed out"}), ()
+        if outcome.failure:
+            return _json_response(500, {"message": "Internal server error"}), ()
+        result = outcome.result if isinstance(outcome.result, dict) else {}
+        try:
+            status = int(result.get("statusCode", 200))
+        except (TypeError, ValueError):
+            status = 502
+        if not 200 <= status < 300:
+            refused = status if status >= 400 else 403
+            log.info("refused connection %s: $connect returned %s", conn.id, status)
+            return _json_response(refused, {"message": "Forbidden"}), ()
+        headers = {str(k).lower(): str(v) for k, v in (result.get("headers") or {}).items()}
+        protocol = headers.get("sec-websocket-protocol")
+        return None, (protocol,) if protocol else ()
+
+    async def _serve(self, conn: _Connection, ws: web.WebSocketResponse) -> None:
+        """Read messages in order while a worker handles them and a watchdog enforces time."""
+        worker = self._spawn(self._work(conn))
+        watchdog = self._spawn(self._watch(conn))
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    conn.touch()
+                    conn.inbox.put_nowait(msg)
+                elif msg.type is WSMsgType.CLOSE:
+                    code = msg.data or NO_STATUS
+                    conn.set_close(code, msg.extra or _client_close_reason(code))
+                    break
+                elif msg.type is WSMsgType.ERROR:
+                    self._note_error(conn, msg.data)
+                    break
+                else:  # CLOSING / CLOSED: we closed it, or the transport is gone
+                    break
+        finally:
+            watchdog.cancel()
+            if not ws.closed:
+                await ws.close()
+            conn.set_close(ws.close_code or WSCloseCode.ABNORMAL_CLOSURE, "Connection lost")
+            conn.inbox.put_nowait(None)
+            await worker
+
+    def _note_error(self, conn: _Connection, exc: BaseException) -> None:
+        """An oversize message/frame or a protocol error: aiohttp already sent the close."""
+        code = exc.code if isinstance(exc, WebSocketError) else WSCloseCode.ABNORMAL_CLOSURE
+        reason = str(exc.args[1]) if isinstance(exc, WebSocketError) and len(exc.args) > 1 else ""
+        conn.set_close(code, reason or str(exc))
+        log.info("closed connection %s with %s: %s", conn.id, code, conn.close_reason)
+
+    async def _watch(self, conn: _Connection) -> None:
+        """Close with 1001 once the connection is idle too long or older than its maximum age."""
+        while True:
+            now = time.time()
+            idle_at = conn.last_active + self.idle_timeout
+            age_at = conn.connected_at + self.max_connection_age
+            if now >= age_at:
+                why = "maximum connection age reached"
+                break
+            if now >= idle_at:
+                why = "idle timeout"
+                break
+            await asyncio.sleep(min(idle_at, age_at) - now)
+        await self._close(conn, *GOING_AWAY, why=why)
+
+    async def _close(self, conn: _Connection, code: int, reason: str, *, why: str) -> None:
+        """Server-side close: remember the cause for ``$disconnect``, then close the socket."""
+        if conn.ws is None or conn.ws.closed:
+            return
+        conn.set_close(code, reason)
+        log.info("closing connection %s with %s: %s", conn.id, code, why)
+        await conn.ws.close(code=code, message=reason.encode())
+
+    async def _work(self, conn: _Connection) -> None:
+        """Handle one connection's messages strictly in arrival order, one at a time."""
+        while (msg := await conn.inbox.get()) is not None:
+            await self._dispatch(conn, msg)
+
+    def _select_route(self, msg: web.WSMessage) -> str | None:
+        """``$request.body.action`` if it names a route, else ``$default`` if there is one."""
+        if msg.type is WSMsgType.TEXT:
+            try:
+                body = json.loads(msg.data)
+            except ValueError:
+                body = None
+            action = body.get("action") if isinstance(body, dict) else None
+            if isinstance(action, str) and action in self.routes - {CONNECT, DISCONNECT}:
+                return action
+        return DEFAULT if DEFAULT in self.routes else None
+
+    async def _dispatch(self, conn: _Connection, msg: web.WSMessage) -> None:
+        """Invoke the selected route and answer the client the way API Gateway does."""
+        route = self._select_route(msg)
+        if route is None:
+            request_id = new_id()
+            log.info("refused message on connection %s: no matching route", conn.id)
+            await self._send_status(conn, "Forbidden", request_id)
+            return
+        event = self._message_event(conn, route, msg)
+        request_id = event["requestContext"]["requestId"]
+        outcome = await self._invoke(route, event)
+        if outcome.failure == "timeout":
+            await self._send_status(conn, "Endpoint request timed out", request_id)
+        elif outcome.failure:
+            await self._send_status(conn, "Internal server error", request_id)
+        elif isinstance(outcome.result, dict) and outcome.result.get("body") is not None:
+            body = outcome.result["body"]
+            await self._send(conn, body if isinstance(body, str) else json.dumps(body))
+
+    async def _send_status(self, conn: _Connection, message: str, request_id: str) -> None:
+        await self._send(
+            conn,
+            json.dumps({"message": message, "connectionId": conn.id, "requestId": request_id}),
+        )
+
+    async def _send(self, conn: _Connection, data: str | bytes) -> bool:
+        """Send one message; False if the socket is gone (the reply is dropped, as in AWS)."""
+        ws = conn.ws
+        if ws is None or ws.closed:
+            return False
+        try:
+            if isinstance(data, bytes):
+                await ws.send_bytes(data)
+            else:
+                await ws.send_str(data)
+        except (ConnectionError, RuntimeError):
+            return False
+        conn.touch()
+        return True
+
+    async def _finish(self, conn: _Connection) -> None:
+        """Run ``$disconnect`` after the socket is closed, whoever closed it."""
+        try:
+            if DISCONNECT in self.routes:
+                await self._invoke(DISCONNECT, self._disconnect_event(conn))
+        finally:
+            conn.closed.set()
+
+    def _refuse(self, request: web.Request, status: int, message: str, why: str) -> web.Response:
+        log.info("refused %s %s from %s: %s", request.method, request.path, request.remote, why)
+        return _json_response(status, {"message": message})
+
+    # -- the management API (@connections) -------------------------------------------
+
+    def _live(self, request: web.Request) -> _Connection | None:
+        conn = self._connections.get(request.match_info["connection_id"])
+        if conn is None or conn.ws is None or conn.ws.closed:
+            return None
+        return conn
+
+    def _gone(self, request: web.Request) -> web.Response:
+        connection_id = request.match_info["connection_id"]
+        log.info("%s @connections/%s -> 410 GoneException", request.method, connection_id)
+        return _error(410, "GoneException", f"connection {connection_id} is gone")
+
+    async def _handle_post(self, request: web.Request) -> web.Response:
+        """PostToConnection: the body becomes a text frame if it is UTF-8, else a binary one."""
+        data = await _read_limited(request, self.max_message_bytes)
+        if data is None:
+            log.info("POST @connections -> 413 PayloadTooLargeException")
+            return _error(
+                413,
+                "PayloadTooLargeException",
+                f"message exceeds {self.max_message_bytes} bytes",
+            )
+        conn = self._live(request)
+        if conn is None:
+            return self._gone(request)
+        try:
+            payload: str | bytes = data.decode("utf-8")
+        except UnicodeDecodeError:
+            payload = data
+        if not await self._send(conn, payload):
+            return self._gone(request)
+        log.info("POST @connections/%s -> 200 (%d bytes)", conn.id, len(data))
+        return web.Response(status=200)
+
+    async def _handle_get(self, request: web.Request) -> web.Response:
+        """GetConnection, with the wire names botocore maps to ConnectedAt/Identity/LastActiveAt."""
+        conn = self._live(request)
+        if conn is None:
+            return self._gone(request)
+        log.info("GET @connections/%s -> 200", conn.id)
+        return _json_response(
+            200,
+            {
+                "connectedAt": _iso(conn.connected_at),
+                "identity": {"sourceIp": conn.source_ip, "userAgent": conn.user_agent or ""},
+                "lastActiveAt": _iso(conn.last_active),
+            },
+        )
+
+    async def _handle_delete(self, request: web.Request) -> web.Response:
+        """DeleteConnection: close the socket (``$disconnect`` follows) and answer 204."""
+        conn = self._live(request)
+        if conn is None:
+            return self._gone(request)
+        log.info("DELETE @connections/%s -> 204", conn.id)
+        # Gone from this moment: a POST racing the close below already gets 410.
+        self._connections.pop(conn.id, None)
+        self._spawn(self._close(conn, WSCloseCode.OK, "Connection deleted", why="DELETE"))
+        return web.Response(status=204)
+
+    async def _handle_unknown_path(self, request: web.Request) -> web.Response:
+        """Anything else is a 404 that says which stage this gateway serves."""
+        return self._refuse(
+            request,
+            404,
+            f"Not found: this gateway serves stage {self.stage!r} at {self.url} "
+            f"and {self.endpoint_url}/{self.stage}/@connections/{{id}}",
+            "unknown path or stage",
+        )
+
+
+def _client_close_reason(code: int) -> str:
+    """The reason API Gateway reports when the client's close frame carried none."""
+    if code == NO_STATUS:
+        return "Client-side close frame status not set"
+    return ""
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    """Read the body, or None once it exceeds ``limit`` (without buffering the excess)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+__all__ = ["API_ID", "Gateway", "Invoke", "new_id"]

@@ -1,0 +1,522 @@
+"""The local WebSocket gateway against a real handler, a real client and boto3.
+
+Every test starts a real Gateway on a free port, runs the echo handler module
+(``tests/handlers/echo.py``) as its Lambda, connects with the ``websockets`` client
+and, for the management API, with boto3's ``apigatewaymanagementapi`` client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import boto3
+import botocore.auth
+import pytest
+from botocore.auth import SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from bridge.core.errors import BridgeError
+from bridge.offline.gateway import API_ID, Gateway
+
+try:  # pytest puts tests/ on sys.path while tests/ is not a package; the repo root if it is
+    from handlers import echo
+except ImportError:  # pragma: no cover
+    from tests.handlers import echo
+
+STAGE = "test"
+ROUTES = frozenset({"$connect", "$disconnect", "$default", "echo", "slow", "fail", "callback"})
+ACCESS_KEY, SECRET_KEY = "AKIDLOCALTEST", "local-secret"
+REQUEST_TIME = re.compile(r"^\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} \+0000$")
+ID = re.compile(r"^[A-Za-z0-9]{15}=$")
+
+MakeGateway = Callable[..., Awaitable[Gateway]]
+
+
+class LambdaContext:
+    """The few context attributes handlers commonly read."""
+
+    def __init__(self) -> None:
+        self.function_name = "echo"
+        self.aws_request_id = str(uuid.uuid4())
+        self._deadline = time.monotonic() + 29
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self._deadline - time.monotonic()) * 1000)
+
+
+async def invoke(route: str, event: dict) -> Any:
+    """Run the real handler in a thread, as the Lambda runtime would."""
+    return await asyncio.to_thread(echo.handler, event, LambdaContext())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_events() -> None:
+    echo.EVENTS.clear()
+
+
+@pytest.fixture
+async def make_gateway() -> AsyncIterator[MakeGateway]:
+    started: list[Gateway] = []
+
+    async def make(**options: Any) -> Gateway:
+        options.setdefault("routes", ROUTES)
+        gateway = Gateway(stage=STAGE, invoke=invoke, port=0, **options)
+        await gateway.start()
+        started.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in started:
+        await gateway.stop()
+
+
+@pytest.fixture
+async def gateway(make_gateway: MakeGateway) -> Gateway:
+    return await make_gateway()
+
+
+def management(gateway: Gateway) -> Any:
+    """boto3's client exactly as users create it for the local cloud."""
+    return boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=f"{gateway.endpoint_url}/{STAGE}",
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 3.0) -> Any:
+    """Poll until ``check()`` is truthy: $disconnect runs after the close, asynchronously."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+    return result
+
+
+async def connection_id(tag: str) -> str:
+    """The id the gateway gave the connection opened with ``?tag=<tag>``."""
+    found = await eventually(
+        lambda: [
+            e
+            for e in echo.events("$connect")
+            if (e["queryStringParameters"] or {}).get("tag") == tag
+        ]
+    )
+    return found[0]["requestContext"]["connectionId"]
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 3.0) -> Any:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def closed_with(ws: ClientConnection, timeout: float = 3.0) -> tuple[int, str]:
+    """Wait for the server to close the socket; return its close code and reason."""
+    with pytest.raises(ConnectionClosed) as info:
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+    assert info.value.rcvd is not None, "the server sent no close frame"
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
+def presign(gateway: Gateway, secret: str = SECRET_KEY, query: str = "user=alice") -> str:
+    """Sign the https form of the gateway URL with botocore, as AWS clients do; return ws://."""
+    https = gateway.url.replace("ws://", "https://", 1)
+    request = AWSRequest(method="GET", url=f"{https}?{query}")
+    credentials = Credentials(ACCESS_KEY, secret)
+    SigV4QueryAuth(credentials, "execute-api", "us-east-1", expires=300).add_auth(request)
+    return request.url.replace("https://", "ws://", 1)
+
+
+# -- events -----------------------------------------------------------------------------
+
+
+def assert_request_context(ctx: dict, gateway: Gateway, route: str, event_type: str) -> None:
+    now_ms = time.time() * 1000
+    assert ctx["routeKey"] == route
+    assert ctx["eventType"] == event_type
+    assert ctx["messageDirection"] == "IN"
+    assert ctx["stage"] == STAGE
+    assert ctx["apiId"] == API_ID
+    assert ctx["domainName"] == f"127.0.0.1:{gateway.port}"
+    assert ID.match(ctx["connectionId"])
+    assert ID.match(ctx["requestId"])
+    assert ctx["extendedRequestId"] == ctx["requestId"]
+    assert REQUEST_TIME.match(ctx["requestTime"])
+    assert isinstance(ctx["connectedAt"], int) and now_ms - 10_000 < ctx["connectedAt"] <= now_ms
+    assert ctx["connectedAt"] <= ctx["requestTimeEpoch"] <= now_ms
+    assert ctx["identity"]["sourceIp"] == "127.0.0.1"
+    assert "websockets" in ctx["identity"]["userAgent"]
+    assert ctx["identity"]["accessKey"] is None
+
+
+async def test_connect_event_carries_headers_and_query(gateway: Gateway) -> None:
+    url = f"{gateway.url}?tag=shape&multi=1&multi=2"
+    async with connect(url, additional_headers={"X-Test": "yes"}):
+        await connection_id("shape")
+    (event,) = echo.events("$connect")
+    assert_request_context(event["requestContext"], gateway, "$connect", "CONNECT")
+    assert event["isBase64Encoded"] is False
+    assert event["requestContext"]["messageId"] is None
+    assert event["headers"]["X-Test"] == "yes"
+    assert event["headers"]["Host"] == f"127.0.0.1:{gateway.port}"
+    assert event["headers"]["X-Forwarded-For"] == "127.0.0.1"
+    assert event["multiValueHeaders"]["X-Test"] == ["yes"]
+    assert event["queryStringParameters"] == {"tag": "shape", "multi": "2"}
+    assert event["multiValueQueryStringParameters"] == {"tag": ["shape"], "multi": ["1", "2"]}
+
+
+async def test_message_and_disconnect_events(gateway: Gateway) -> None:
+    async with connect(f"{gateway.url}?tag=life") as ws:
+        await ws.send(json.dumps({"action": "echo", "n": 1}))
+        assert await recv_json(ws) == {"action": "echo", "n": 1}
+        await ws.close(code=1000, reason="bye")
+    cid = await connection_id("life")
+    (connected,) = echo.events("$connect", cid)
+    (message,) = echo.events("echo", cid)
+    ctx = message["requestContext"]
+    assert_request_context(ctx, gateway, "echo", "MESSAGE")
+    assert ID.match(ctx["messageId"])
+    assert ctx["connectedAt"] == connected["requestContext"]["connectedAt"]
+    assert ctx["requestId"] != connected["requestContext"]["requestId"]
+    assert message["body"] == json.dumps({"action": "echo", "n": 1})
+    assert message["isBase64Encoded"] is False
+
+    (gone,) = await eventually(lambda: echo.events("$disconnect", cid))
+    dctx = gone["requestContext"]
+    assert_request_context(dctx, gateway, "$disconnect", "DISCONNECT")
+    assert dctx["disconnectStatusCode"] == 1000
+    assert dctx["disconnectReason"] == "bye"
+    assert gone["headers"]["Host"] == f"127.0.0.1:{gateway.port}"
+
+
+async def test_route_selection_by_action_with_default_fallback(gateway: Gateway) -> None:
+    async with connect(f"{gateway.url}?tag=routes") as ws:
+        await ws.send(json.dumps({"action": "echo", "x": 1}))
+        assert await recv_json(ws) == {"action": "echo", "x": 1}
+        await ws.send(json.dumps({"action": "nosuchroute"}))
+        assert (await recv_json(ws))["route"] == "$default"
+        await ws.send("not json at all")
+        assert await recv_json(ws) == {"route": "$default", "body": "not json at all"}
+        await ws.send(json.dumps({"action": "$disconnect"}))
+        assert (await recv_json(ws))["route"] == "$default"
+        await ws.send(b"\x00\xffbinary")
+        assert (await recv_json(ws))["body"] == "AP9iaW5hcnk="
+    cid = await connection_id("routes")
+    binary = echo.events("$default", cid)[-1]
+    assert binary["isBase64Encoded"] is True
+    assert [e["requestContext"]["routeKey"] for e in echo.events(connection_id=cid)][:3] == [
+        "$connect",
+        "echo",
+        "$default",
+    ]
+
+
+async def test_without_default_route_the_client_gets_forbidden(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(routes={"$connect", "echo"})
+    async with connect(f"{gateway.url}?tag=nodefault") as ws:
+        await ws.send(json.dumps({"action": "other"}))
+        reply = await recv_json(ws)
+        cid = await connection_id("nodefault")
+        assert reply["message"] == "Forbidden"
+        assert reply["connectionId"] == cid
+        assert ID.match(reply["requestId"])
+        await ws.send("plain text")
+        assert (await recv_json(ws))["message"] == "Forbidden"
+    assert echo.events("$default") == []
+
+
+async def test_handler_error_sends_internal_server_error(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.offline.gateway")
+    async with connect(f"{gateway.url}?tag=fail") as ws:
+        await ws.send(json.dumps({"action": "fail"}))
+        reply = await recv_json(ws)
+        assert reply["message"] == "Internal server error"
+        assert reply["connectionId"] == await connection_id("fail")
+        assert reply["requestId"] == echo.events("fail")[0]["requestContext"]["requestId"]
+        await ws.send(json.dumps({"action": "echo"}))  # the connection survives
+        assert await recv_json(ws) == {"action": "echo"}
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("invoke ")]
+    assert any(line.startswith("invoke fail ") and "-> error" in line for line in lines)
+    assert any(line.startswith("invoke echo ") and "-> 200" in line for line in lines)
+
+
+async def test_integration_timeout_answers_the_client(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(integration_timeout=0.2)
+    async with connect(f"{gateway.url}?tag=timeout") as ws:
+        await ws.send(json.dumps({"action": "slow", "seconds": 0.4}))
+        reply = await recv_json(ws)
+        assert reply["message"] == "Endpoint request timed out"
+        assert reply["connectionId"] == await connection_id("timeout")
+
+
+# -- $connect ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "status"), [("deny=403", 403), ("deny=302", 403), ("deny=401", 401), ("boom=1", 500)]
+)
+async def test_connect_handler_refuses_the_handshake(
+    gateway: Gateway, query: str, status: int
+) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(f"{gateway.url}?{query}"):
+            pass
+    assert info.value.response.status_code == status
+    assert len(echo.events("$connect")) == 1
+    await asyncio.sleep(0.1)
+    assert echo.events("$disconnect") == []
+
+
+async def test_without_connect_route_everyone_may_connect(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(routes={"echo"})
+    async with connect(f"{gateway.url}?deny=403") as ws:
+        await ws.send(json.dumps({"action": "echo"}))
+        assert await recv_json(ws) == {"action": "echo"}
+    assert echo.events("$connect") == []
+
+
+async def test_other_paths_and_stages_are_not_found(gateway: Gateway) -> None:
+    for path in ("other", "", f"{STAGE}/extra"):
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(f"{gateway.endpoint_url.replace('http', 'ws')}/{path}"):
+                pass
+        assert info.value.response.status_code == 404
+        assert STAGE in info.value.response.body.decode()
+    assert echo.events() == []
+
+
+# -- concurrency ------------------------------------------------------------------------
+
+
+async def test_slow_handler_blocks_neither_other_connections_nor_order(gateway: Gateway) -> None:
+    async with connect(gateway.url) as slow_ws, connect(gateway.url) as fast_ws:
+        await slow_ws.send(json.dumps({"action": "slow", "seconds": 0.6, "n": 1}))
+        await slow_ws.send(json.dumps({"action": "echo", "n": 2}))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await fast_ws.send(json.dumps({"action": "echo", "n": 3}))
+        assert (await recv_json(fast_ws))["n"] == 3
+        assert time.monotonic() - started < 0.4
+        assert (await recv_json(slow_ws))["n"] == 1
+        assert (await recv_json(slow_ws))["n"] == 2
+
+
+# -- limits -----------------------------------------------------------------------------
+
+
+async def test_message_over_128_kb_closes_with_1009(gateway: Gateway) -> None:
+    fragment = "x" * (32 * 1024)
+    async with connect(gateway.url, max_size=None) as ws:
+        await ws.send([fragment] * 4)  # exactly 128 KB in 32 KB frames: accepted
+        assert len((await recv_json(ws))["body"]) == 128 * 1024
+        await ws.send([fragment] * 4 + ["x"])
+        code, _ = await closed_with(ws)
+    assert code == 1009
+    (gone,) = await eventually(lambda: echo.events("$disconnect"))
+    assert gone["requestContext"]["disconnectStatusCode"] == 1009
+
+
+async def test_frame_over_32_kb_closes_with_1009(gateway: Gateway) -> None:
+    async with connect(gateway.url, max_size=None) as ws:
+        await ws.send("y" * (32 * 1024))  # one frame at the limit: accepted
+        assert len((await recv_json(ws))["body"]) == 32 * 1024
+        await ws.send("y" * (32 * 1024 + 1))
+        code, _ = await closed_with(ws)
+    assert code == 1009
+    (gone,) = await eventually(lambda: echo.events("$disconnect"))
+    assert gone["requestContext"]["disconnectStatusCode"] == 1009
+    assert "frame" in gone["requestContext"]["disconnectReason"].lower()
+
+
+async def test_idle_connection_is_closed_with_1001(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(idle_timeout=0.4)
+    async with connect(gateway.url) as ws:
+        for n in range(4):  # activity keeps it open past the idle timeout
+            await ws.send(json.dumps({"action": "echo", "n": n}))
+            assert (await recv_json(ws))["n"] == n
+            await asyncio.sleep(0.15)
+        started = time.monotonic()
+        code, reason = await closed_with(ws)
+    assert (code, reason) == (1001, "Going away")
+    assert 0.2 < time.monotonic() - started < 1.0
+    (gone,) = await eventually(lambda: echo.events("$disconnect"))
+    assert gone["requestContext"]["disconnectStatusCode"] == 1001
+    assert gone["requestContext"]["disconnectReason"] == "Going away"
+
+
+async def test_connection_older_than_max_age_is_closed_with_1001(
+    make_gateway: MakeGateway,
+) -> None:
+    gateway = await make_gateway(idle_timeout=5, max_connection_age=0.7)
+    started = time.monotonic()
+    async with connect(gateway.url) as ws:
+
+        async def chatter() -> None:
+            while True:
+                await ws.send(json.dumps({"action": "echo"}))
+                await asyncio.sleep(0.1)
+
+        task = asyncio.create_task(chatter())
+        try:
+            code, reason = await closed_with(ws)
+        finally:
+            task.cancel()
+    assert (code, reason) == (1001, "Going away")
+    assert 0.6 < time.monotonic() - started < 1.5
+
+
+# -- management API ---------------------------------------------------------------------
+
+
+async def test_management_api_through_boto3(gateway: Gateway) -> None:
+    client = await asyncio.to_thread(management, gateway)
+    async with connect(f"{gateway.url}?tag=mgmt") as ws:
+        cid = await connection_id("mgmt")
+        await asyncio.to_thread(client.post_to_connection, ConnectionId=cid, Data=b"hello")
+        assert await asyncio.wait_for(ws.recv(), 3) == "hello"
+        await asyncio.to_thread(client.post_to_connection, ConnectionId=cid, Data=b"\xff\x00")
+        assert await asyncio.wait_for(ws.recv(), 3) == b"\xff\x00"
+
+        info = await asyncio.to_thread(client.get_connection, ConnectionId=cid)
+        assert info["Identity"]["SourceIp"] == "127.0.0.1"
+        assert "websockets" in info["Identity"]["UserAgent"]
+        assert isinstance(info["ConnectedAt"], datetime)
+        assert info["LastActiveAt"] >= info["ConnectedAt"]
+        connected_ms = echo.events("$connect", cid)[0]["requestContext"]["connectedAt"]
+        assert abs(info["ConnectedAt"].timestamp() * 1000 - connected_ms) < 2
+
+        deleted = await asyncio.to_thread(client.delete_connection, ConnectionId=cid)
+        assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204
+        code, _ = await closed_with(ws)
+        assert code == 1000
+    await eventually(lambda: echo.events("$disconnect", cid))
+
+    for call in (
+        lambda: client.post_to_connection(ConnectionId=cid, Data=b"late"),
+        lambda: client.get_connection(ConnectionId=cid),
+        lambda: client.delete_connection(ConnectionId=cid),
+        lambda: client.post_to_connection(ConnectionId="neverExisted000=", Data=b"x"),
+    ):
+        with pytest.raises(client.exceptions.GoneException) as info:
+            await asyncio.to_thread(call)
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 410
+
+
+async def test_post_over_128_kb_is_payload_too_large(gateway: Gateway) -> None:
+    client = await asyncio.to_thread(management, gateway)
+    async with connect(f"{gateway.url}?tag=big") as ws:
+        cid = await connection_id("big")
+        with pytest.raises(client.exceptions.PayloadTooLargeException) as info:
+            await asyncio.to_thread(
+                client.post_to_connection, ConnectionId=cid, Data=b"z" * (128 * 1024 + 1)
+            )
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+        await ws.send(json.dumps({"action": "echo"}))  # still connected
+        assert await recv_json(ws) == {"action": "echo"}
+
+
+async def test_handler_calls_back_through_the_management_api(gateway: Gateway) -> None:
+    async with connect(gateway.url) as ws:
+        await ws.send(json.dumps({"action": "callback", "data": "pushed by the handler"}))
+        assert await asyncio.wait_for(ws.recv(), 5) == "pushed by the handler"
+        reply = await recv_json(ws, timeout=5)
+    assert reply["sourceIp"] == "127.0.0.1"
+
+
+async def test_stop_closes_sockets_and_runs_disconnect(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway()
+    async with connect(f"{gateway.url}?tag=stop") as ws:
+        cid = await connection_id("stop")
+        await gateway.stop()
+        code, _ = await closed_with(ws)
+    assert code == 1001
+    assert len(echo.events("$disconnect", cid)) == 1
+
+
+# -- IAM (SigV4) ------------------------------------------------------------------------
+
+
+async def test_sigv4_signed_url_is_accepted(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(iam_auth=True, credentials=(ACCESS_KEY, SECRET_KEY))
+    async with connect(presign(gateway, query="user=alice&tag=iam")) as ws:
+        await ws.send(json.dumps({"action": "echo"}))
+        assert await recv_json(ws) == {"action": "echo"}
+    (event,) = echo.events("$connect")
+    assert event["queryStringParameters"] == {"user": "alice", "tag": "iam"}
+    identity = event["requestContext"]["identity"]
+    assert identity["accessKey"] == ACCESS_KEY
+    assert identity["caller"] == ACCESS_KEY
+    assert identity["user"] == ACCESS_KEY
+    assert identity["userArn"].endswith(f":user/{ACCESS_KEY}")
+    assert echo.events("echo")[0]["requestContext"]["identity"]["accessKey"] == ACCESS_KEY
+
+
+def _expired(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A URL signed ten minutes ago with a five-minute lifetime."""
+    now = botocore.auth.get_current_datetime
+    earlier = lambda: now() - timedelta(minutes=10)  # noqa: E731
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", earlier)
+    try:
+        return presign(gateway)
+    finally:
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("case", ["unsigned", "wrong secret", "tampered", "expired"])
+async def test_sigv4_refusals(
+    make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    gateway = await make_gateway(iam_auth=True, credentials=(ACCESS_KEY, SECRET_KEY))
+    url = {
+        "unsigned": lambda: f"{gateway.url}?user=alice",
+        "wrong secret": lambda: presign(gateway, secret="not-the-secret"),
+        "tampered": lambda: presign(gateway).replace("user=alice", "user=mallory"),
+        "expired": lambda: _expired(gateway, monkeypatch),
+    }[case]()
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(url):
+            pass
+    assert info.value.response.status_code == 403
+    assert echo.events() == []  # refused before $connect ran
+
+
+# -- startup ----------------------------------------------------------------------------
+
+
+async def test_port_in_use_is_a_clear_error(gateway: Gateway) -> None:
+    clash = Gateway(stage=STAGE, invoke=invoke, routes=ROUTES, port=gateway.port)
+    with pytest.raises(BridgeError, match=f"port {gateway.port} .*already in use"):
+        await clash.start()
+
+
+async def test_port_held_by_another_program(unused_tcp_port: int) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", unused_tcp_port))
+        holder.listen()
+        gateway = Gateway(stage=STAGE, invoke=invoke, routes=ROUTES, port=unused_tcp_port)
+        with pytest.raises(BridgeError, match=str(unused_tcp_port)):
+            await gateway.start()
+
+
+async def test_urls_follow_the_aws_endpoint_shape(gateway: Gateway) -> None:
+    assert gateway.port > 0
+    assert gateway.url == f"ws://127.0.0.1:{gateway.port}/{STAGE}"
+    assert gateway.endpoint_url == f"http://127.0.0.1:{gateway.port}"
