@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config
@@ -54,14 +55,26 @@ class Target:
     def core_table(self) -> str:
         return core_table_name(self.stage)
 
+    @property
+    def local_endpoint(self) -> bool:
+        """Stage local, or any stage pointed at a loopback endpoint (DynamoDB Local, moto)."""
+        if self.is_local:
+            return True
+        host = urlparse(self.endpoint_url or "").hostname or ""
+        return host in ("localhost", "::1") or host.startswith("127.")
+
     def session(self) -> boto3.Session:
         region = self.region or os.environ.get("AWS_REGION") or os.environ.get(
             "AWS_DEFAULT_REGION"
         ) or DEFAULT_REGION
         if self.profile:
             return boto3.Session(profile_name=self.profile, region_name=region)
-        if self.is_local:
-            return boto3.Session(region_name=region, **DUMMY_CREDENTIALS)
+        if self.local_endpoint:
+            # Local endpoints accept any key; use the user's if set, dummy ones if not.
+            session = boto3.Session(region_name=region)
+            if session.get_credentials() is None:
+                session = boto3.Session(region_name=region, **DUMMY_CREDENTIALS)
+            return session
         return boto3.Session(region_name=region)
 
     def dynamodb(self, max_pool: int = 10) -> Any:

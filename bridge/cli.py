@@ -163,15 +163,24 @@ def query(target: Target, as_json: bool, log: str, id: str | None, after: int) -
 @cli.command()
 @click.option("--users", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--seed", type=int, help="Make the fake data reproducible.")
-@click.option("--concurrency", type=click.IntRange(min=1, max=64), default=8, show_default=True)
+@click.option(
+    "--concurrency", type=click.IntRange(min=1, max=64),
+    help="Parallel batch writers (default: 2 for a local endpoint, 16 for AWS).",
+)
 @aws_options
-def generate(target: Target, as_json: bool, users: int, seed: int | None, concurrency: int) -> None:
+def generate(
+    target: Target, as_json: bool, users: int, seed: int | None, concurrency: int | None
+) -> None:
     """Write the seed's fake users (signup, addPhoneNumber, verifyPhoneNumber, addLocation).
 
     \b
     Example:
       bridge generate --users 1000 --seed 7 --concurrency 16
     """
+    if concurrency is None:
+        # Measured (bench/generate.py): a local moto/DynamoDB Local endpoint serves
+        # one request at a time per core, so more writers only add contention.
+        concurrency = 2 if target.local_endpoint else 16
     result = run_generate(target, users, seed, concurrency, progress=not as_json)
     if as_json:
         emit({"users": result.users, "events": result.events, "seconds": round(result.seconds, 3),
@@ -195,7 +204,7 @@ def run_generate(target: Target, users: int, seed: int | None, concurrency: int,
     with Progress(console=console, disable=not progress, transient=True) as bar:
         task = bar.add_task("writing events", total=total)
         return write_users(make_table, fake_users(users, seed), concurrency,
-                           on_event=lambda: bar.advance(task))
+                           on_events=lambda n: bar.advance(task, n))
 
 
 @cli.command()

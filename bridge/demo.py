@@ -20,7 +20,7 @@ def run_demo(users: int = 100, seed: int = 1, progress: bool = True) -> dict[str
         target = Target(stage="local", endpoint_url=dynamodb.url)
         create_tables(target.dynamodb(), target.log_table, target.core_table)
         out.print(f"[bold]2.[/] tables {target.log_table} and {target.core_table} ready")
-        result = run_generate(target, users, seed, concurrency=8, progress=progress)
+        result = run_generate(target, users, seed, concurrency=2, progress=progress)
         out.print(f"[bold]3.[/] wrote {result.events} events for {result.users} users "
                   f"({result.events_per_second:.0f} events/s)")
         store = LogStore(target.dynamodb().Table(target.log_table))

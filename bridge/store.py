@@ -17,6 +17,8 @@ from botocore.exceptions import ClientError
 from bridge.core.errors import BridgeError, ConcurrencyError
 from bridge.core.log import LogItem, check_name, parse_stream_key, stream_key
 
+MAX_BATCH_ITEMS = 25  # BatchWriteItem's limit
+
 # Without an expected version, append re-reads and retries a lost race this often.
 MAX_RACE_RETRIES = 50
 
@@ -69,6 +71,32 @@ class LogStore:
                 raise
             raise ConcurrencyError(item.pk, item.version, self.version(item.log, item.id)) from None
         return item.version
+
+    def put_batch(self, items: list[LogItem]) -> None:
+        """Write items with BatchWriteItem (25 per call), retrying ``UnprocessedItems``.
+
+        No condition is possible in a batch, so this is for bulk loading fresh
+        streams only (``bridge generate``); appends go through ``append``. Items of
+        one stream must not share a call if their order matters: DynamoDB applies a
+        batch's puts in no defined order.
+        """
+        records = [item.to_item() for item in items]  # validates before any I/O
+        # A resource's client takes plain Python values (it serializes them itself).
+        client = self.table.meta.client
+        for start in range(0, len(records), MAX_BATCH_ITEMS):
+            pending = {
+                self.table.name: [
+                    {"PutRequest": {"Item": record}}
+                    for record in records[start : start + MAX_BATCH_ITEMS]
+                ]
+            }
+            for attempt in range(MAX_RACE_RETRIES):
+                pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems")
+                if not pending:
+                    break
+                time.sleep(min(1.0, 0.01 * 2**attempt) * random.uniform(0.5, 1.0))
+            else:
+                raise BridgeError(f"DynamoDB left items unprocessed after {MAX_RACE_RETRIES} tries")
 
     def version(self, log: str, id: str) -> int:
         """The latest version of a stream, 0 if it has none."""

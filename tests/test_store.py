@@ -148,3 +148,16 @@ def test_eight_writers_contend_on_one_stream(target):
     assert {i.version: i.payload["by"] for i in items} == wins
     assert losses, "8 writers on one stream should have produced conflicts"
     assert all(loss.existing >= loss.attempted for loss in losses)
+
+
+def test_put_batch_writes_more_than_one_call_and_validates_first(store):
+    from bridge.core.log import LogItem
+
+    items = [LogItem("bulk", str(n), 1, "signup", {"id": str(n), "x": 0.5}) for n in range(60)]
+    store.put_batch(items)
+    assert len(store.ids("bulk")) == 60
+    assert next(store.read("bulk", "7")).payload == {"id": "7", "x": 0.5}
+    with pytest.raises(ValidationError):
+        store.put_batch([LogItem("bulk2", "1", 1, "t", {"id": "1"}),
+                         LogItem("bulk2", "2", 1, "t", {"id": "9"})])
+    assert store.ids("bulk2") == []  # nothing half-written

@@ -65,3 +65,21 @@ class EmbeddedDynamoDB:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main() -> None:
+    """``python -m bridge.offline.dynamodb [PORT]``: serve the embedded endpoint alone."""
+    import sys
+    import threading
+
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
+    with EmbeddedDynamoDB(port=port) as server:
+        print(server.url, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
