@@ -89,7 +89,8 @@ def stream_event(records: list[dict[str, Any]], stream_arn: str) -> dict[str, An
 class RecordingHandler(BaseHTTPRequestHandler):
     """Base of the tests' stand-ins for AWS endpoints: records each request it gets.
 
-    Subclasses implement ``respond(path, headers, body) -> (status, headers, body)``.
+    Subclasses implement ``respond(path, headers, body) -> (status, headers, body)``;
+    it runs outside ``server.lock``, so it takes the lock itself to change shared state.
     The server's ``requests`` list holds ``(path, headers, body)`` per request.
     """
 
@@ -98,7 +99,7 @@ class RecordingHandler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         with self.server.lock:  # type: ignore[attr-defined]
             self.server.requests.append((self.path, headers, body))  # type: ignore[attr-defined]
-            status, reply_headers, reply = self.respond(self.path, headers, body)
+        status, reply_headers, reply = self.respond(self.path, headers, body)
         self.send_response(status)
         for name, value in reply_headers.items():
             self.send_header(name, value)

@@ -199,17 +199,18 @@ class FlakyEventBridge(RecordingHandler):
     def respond(self, path: str, headers: dict[str, str], body: bytes):  # type: ignore[override]
         assert headers["x-amz-target"] == "AWSEvents.PutEvents"
         results = []
-        for entry in json.loads(body)["Entries"]:
-            detail = json.loads(entry["Detail"])
-            key = (detail["key"]["pk"], detail["key"]["sk"])
-            left = self.server.failures.get(key, 0)  # type: ignore[attr-defined]
-            if left:
-                self.server.failures[key] = left - 1  # type: ignore[attr-defined]
-                results.append({"ErrorCode": "InternalFailure", "ErrorMessage": "try again"})
-            else:
-                self.server.accepted.append(key)  # type: ignore[attr-defined]
-                results.append({"EventId": str(uuid.uuid4())})
-        self.server.times.append(time.monotonic())  # type: ignore[attr-defined]
+        with self.server.lock:  # type: ignore[attr-defined]
+            for entry in json.loads(body)["Entries"]:
+                detail = json.loads(entry["Detail"])
+                key = (detail["key"]["pk"], detail["key"]["sk"])
+                left = self.server.failures.get(key, 0)  # type: ignore[attr-defined]
+                if left:
+                    self.server.failures[key] = left - 1  # type: ignore[attr-defined]
+                    results.append({"ErrorCode": "InternalFailure", "ErrorMessage": "try again"})
+                else:
+                    self.server.accepted.append(key)  # type: ignore[attr-defined]
+                    results.append({"EventId": str(uuid.uuid4())})
+            self.server.times.append(time.monotonic())  # type: ignore[attr-defined]
         failed = sum("ErrorCode" in r for r in results)
         reply = json.dumps({"FailedEntryCount": failed, "Entries": results}).encode()
         return 200, {"Content-Type": "application/x-amz-json-1.1"}, reply
