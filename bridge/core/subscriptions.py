@@ -1,0 +1,410 @@
+"""The subscriptions definition: which handler runs for which events, and how it retries.
+
+One definition (``dynamodb-logs.toml``) is read by both the CDK stack and ``bridge
+offline``, so a subscriber behaves the same in AWS and on a laptop. This module is
+pure: it turns TOML text into :class:`Subscriptions` or fails with one line that says
+``FILE:LINE: key.path: reason``; finding handler modules on disk is
+:mod:`bridge.subscriptions`' job.
+
+The file::
+
+    [defaults]                      # optional, applies to every function
+    timeout = 30
+
+    [functions.users]
+    handler = "bridge.lambdas.users_projection.handler"
+    pattern = { source = ["dynamodb-log"], detail = { log = ["users"] } }
+    on_failure = "failures"
+
+    [functions.users.environment]
+    GREETING = "hello"
+
+Keys of a function: ``handler`` (required, ``module.function``), ``pattern`` (an
+EventBridge pattern as a table or as JSON text; absent = not subscribed to the bus),
+``retry_attempts`` (0..2), ``retry_delay_ms`` (offline only), ``max_event_age``
+(60..21600 s), ``timeout`` (1..900 s), ``memory`` (128..10240 MB), ``on_failure``
+(another function's name), ``environment`` (string values) and ``permissions``
+(what the function may touch in AWS, see :data:`PERMISSIONS`). ``[defaults]`` takes
+the same keys except ``handler``, ``pattern`` and ``on_failure``, which only make
+sense per function; a function's ``environment`` is merged over the defaults' one.
+
+Why some environment names are refused: ``AWS_*``, names starting with ``_``,
+``TZ``, ``LAMBDA_TASK_ROOT`` and ``LAMBDA_RUNTIME_DIR`` are reserved by the Lambda
+runtime (AWS refuses the deployment), and the project's own three variables
+(:data:`PROJECT_VARIABLES`) are derived from the stage: overriding them would point a
+handler at a table its IAM policy does not cover and make offline and AWS disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.core.errors import ValidationError
+from bridge.core.patterns import PatternError, validate_pattern
+
+__all__ = [
+    "DEFAULT_PERMISSIONS",
+    "PERMISSIONS",
+    "PROJECT_VARIABLES",
+    "RESERVED_NAMES",
+    "FunctionSpec",
+    "Subscriptions",
+    "SubscriptionsError",
+    "error_at",
+    "parse",
+]
+
+#: The variables every function gets from its stage (AWS and offline alike).
+PROJECT_VARIABLES = ("DYNAMODB_LOGS_TABLE", "DYNAMODB_CORE_TABLE", "EVENT_BUS_NAME")
+
+#: What a function may be granted. The stack turns each into exact IAM actions on
+#: exactly one resource, so a subscriber gets only what it declares.
+PERMISSIONS = {
+    "log:read": "read the log table (GetItem, Query, BatchGetItem)",
+    "log:write": "append to the log table (PutItem)",
+    "core:read": "read the core table (GetItem, Query, BatchGetItem)",
+    "core:write": "write the core table (PutItem, UpdateItem, DeleteItem, BatchWriteItem)",
+    "bus:put": "put events on the bus (PutEvents)",
+}
+#: A projection's needs: read the log (for partial events) and keep a read model in core.
+DEFAULT_PERMISSIONS: tuple[str, ...] = ("log:read", "core:read", "core:write")
+
+#: Function names the stack uses for its own infrastructure.
+RESERVED_NAMES = frozenset({"publisher"})
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VARIABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_LAMBDA_RESERVED_VARIABLES = frozenset({"TZ", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR"})
+
+# key -> (low, high) for the integer settings; bounds are AWS's own where AWS has one.
+_RANGES: dict[str, tuple[int, int]] = {
+    "retry_attempts": (0, 2),  # Lambda async invoke: MaximumRetryAttempts
+    "retry_delay_ms": (0, 300_000),  # offline only; five minutes is already generous
+    "max_event_age": (60, 21_600),  # Lambda async invoke: MaximumEventAgeInSeconds
+    "timeout": (1, 900),  # Lambda Timeout
+    "memory": (128, 10_240),  # Lambda MemorySize
+}
+_SETTINGS = (*_RANGES, "environment", "permissions")
+_DEFAULTS_KEYS = frozenset(_SETTINGS)
+_FUNCTION_KEYS = frozenset({"handler", "pattern", "on_failure", *_SETTINGS})
+_TOP_KEYS = frozenset({"defaults", "functions"})
+
+
+class SubscriptionsError(ValidationError):
+    """A definition that cannot be deployed: ``FILE:LINE: key.path: reason``."""
+
+    def __init__(self, source: str, line: int, key: str, reason: str) -> None:
+        self.source = source
+        self.line = line
+        self.key = key
+        self.reason = reason
+        where = f"{source}:{line}"
+        super().__init__(f"{where}: {key}: {reason}" if key else f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One function of the definition, with every default already applied."""
+
+    name: str
+    handler: str
+    pattern: dict[str, Any] | None
+    retry_attempts: int = 2
+    retry_delay_ms: int = 1000
+    max_event_age: int = 21600
+    timeout: int = 30
+    memory: int = 256
+    on_failure: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    permissions: tuple[str, ...] = DEFAULT_PERMISSIONS
+
+    @property
+    def module(self) -> str:
+        """The module part of ``handler`` (what Lambda imports)."""
+        return self.handler.rpartition(".")[0]
+
+    @property
+    def function(self) -> str:
+        """The attribute of :attr:`module` that Lambda calls."""
+        return self.handler.rpartition(".")[2]
+
+
+@dataclass(frozen=True)
+class Subscriptions:
+    """Every function of one definition file, in file order."""
+
+    functions: dict[str, FunctionSpec]
+    source: str
+
+    @property
+    def subscribers(self) -> list[FunctionSpec]:
+        """The functions that get events from the bus (those with a pattern)."""
+        return [spec for spec in self.functions.values() if spec.pattern is not None]
+
+
+# --------------------------------------------------------------------------- line index
+#
+# tomllib returns plain dicts without positions, so errors are located by scanning
+# the text once: every table header (``[a.b]``) and every ``key =`` line is recorded
+# under its full key path at its first occurrence. A key path that was not written
+# on a line of its own (a key inside an inline table, a missing key) is reported at
+# the line of its nearest written ancestor, e.g. the ``[functions.users]`` header.
+# Lines inside multi-line strings are skipped so their text cannot fake a key.
+
+_KEY_PART = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
+_DOTTED = rf"{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*"
+_HEADER = re.compile(rf"^\s*\[\[?\s*(?P<key>{_DOTTED})\s*\]\]?\s*(?:#.*)?$")
+_ASSIGN = re.compile(rf"^\s*(?P<key>{_DOTTED})\s*=(?P<rest>.*)$")
+_PART = re.compile(_KEY_PART)
+_DECODE_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)\s*$")
+_END_OF_DOCUMENT = re.compile(r"\s*\(at end of document\)\s*$")
+
+
+def _split_key(dotted: str) -> tuple[str, ...]:
+    parts = []
+    for token in _PART.findall(dotted):
+        if token.startswith('"'):
+            try:
+                token = json.loads(token)
+            except ValueError:
+                token = token[1:-1]
+        elif token.startswith("'"):
+            token = token[1:-1]
+        parts.append(token)
+    return tuple(parts)
+
+
+def _opens_multiline(rest: str) -> str | None:
+    """The delimiter of a multi-line string left open at the end of ``rest``, if any."""
+    for delimiter in ('"""', "'''"):
+        if rest.count(delimiter) % 2 == 1:
+            return delimiter
+    return None
+
+
+class _Lines:
+    """Key path -> line number of where it is written (see the comment above)."""
+
+    def __init__(self, text: str) -> None:
+        self._lines: dict[tuple[str, ...], int] = {}
+        table: tuple[str, ...] = ()
+        open_string: str | None = None
+        for number, line in enumerate(text.splitlines(), start=1):
+            if open_string is not None:
+                if line.count(open_string) % 2 == 1:
+                    open_string = None
+                continue
+            header = _HEADER.match(line)
+            if header:
+                table = _split_key(header["key"])
+                self._record(table, number)
+                continue
+            assign = _ASSIGN.match(line)
+            if assign:
+                self._record(table + _split_key(assign["key"]), number)
+                open_string = _opens_multiline(assign["rest"])
+
+    def _record(self, path: tuple[str, ...], number: int) -> None:
+        for end in range(1, len(path) + 1):
+            self._lines.setdefault(path[:end], number)
+
+    def of(self, path: tuple[str, ...]) -> int:
+        """The line of ``path``, or of its nearest ancestor that is written (else 1)."""
+        for end in range(len(path), 0, -1):
+            if path[:end] in self._lines:
+                return self._lines[path[:end]]
+        return 1
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Parser:
+    """One pass over one file; raises the first error in file order."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.source = source
+        self.lines = _Lines(text)
+
+    def fail(self, path: tuple[str, ...], reason: str) -> SubscriptionsError:
+        return SubscriptionsError(self.source, self.lines.of(path), ".".join(path), reason)
+
+    def table(self, value: Any, path: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"must be a table, got {_kind(value)}")
+        return value
+
+    def no_unknown_keys(
+        self, table: Mapping[str, Any], path: tuple[str, ...], allowed: frozenset[str]
+    ) -> None:
+        for key in table:
+            if key not in allowed:
+                known = ", ".join(sorted(allowed))
+                raise self.fail((*path, key), f"unknown key (known keys: {known})")
+
+    def settings(self, table: Mapping[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+        """Check the keys shared by ``[defaults]`` and functions; return them as given."""
+        checked: dict[str, Any] = {}
+        for key, (low, high) in _RANGES.items():
+            if key in table:
+                value = table[key]
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise self.fail((*path, key), f"must be an integer, got {_kind(value)}")
+                if not low <= value <= high:
+                    raise self.fail((*path, key), f"must be within {low}..{high}, got {value}")
+                checked[key] = value
+        if "environment" in table:
+            checked["environment"] = self.environment(table["environment"], (*path, "environment"))
+        if "permissions" in table:
+            checked["permissions"] = self.permissions(table["permissions"], (*path, "permissions"))
+        return checked
+
+    def environment(self, value: Any, path: tuple[str, ...]) -> dict[str, str]:
+        variables = self.table(value, path)
+        for name, text in variables.items():
+            where = (*path, name)
+            if name in PROJECT_VARIABLES:
+                raise self.fail(where, "is set by the project from the stage; it can't be set here")
+            if name.startswith(("AWS_", "_")) or name in _LAMBDA_RESERVED_VARIABLES:
+                raise self.fail(where, "is reserved by the Lambda runtime")
+            if not _VARIABLE.match(name):
+                raise self.fail(where, "variable names are letters, digits and _, letter first")
+            if not isinstance(text, str):
+                raise self.fail(where, f"must be a string, got {_kind(text)} (quote it)")
+        return dict(variables)
+
+    def permissions(self, value: Any, path: tuple[str, ...]) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise self.fail(path, f"must be an array of strings, got {_kind(value)}")
+        for item in value:
+            if item not in PERMISSIONS:
+                known = ", ".join(PERMISSIONS)
+                raise self.fail(path, f"unknown permission {_show(item)} (known: {known})")
+        return tuple(dict.fromkeys(value))  # deduplicated, in the order written
+
+    def pattern(self, value: Any, path: tuple[str, ...]) -> dict[str, Any]:
+        try:
+            return validate_pattern(value)
+        except PatternError as error:
+            message = str(error)
+            if message.startswith("pattern"):
+                inner, reason = (), message.removeprefix("pattern: ")
+            elif ": " in message:
+                where, reason = message.split(": ", 1)
+                inner = tuple(where.split("."))
+            else:
+                inner, reason = (), message
+            raise self.fail((*path, *inner), reason) from None
+
+    def handler(self, value: Any, path: tuple[str, ...]) -> str:
+        if not isinstance(value, str):
+            raise self.fail(path, f"must be a string, got {_kind(value)}")
+        parts = value.split(".")
+        if len(parts) < 2 or not all(_IDENTIFIER.match(part) for part in parts):
+            raise self.fail(path, f'must be "module.function", got {_show(value)}')
+        return value
+
+    def function(
+        self, name: str, value: Any, defaults: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        path = ("functions", name)
+        if not _NAME.match(name):
+            raise self.fail(path, "names are 1-40 letters, digits, - and _, letter or digit first")
+        if name in RESERVED_NAMES:
+            raise self.fail(path, "is reserved for the stack's own function")
+        table = self.table(value, path)
+        self.no_unknown_keys(table, path, _FUNCTION_KEYS)
+        if "handler" not in table:
+            raise self.fail((*path, "handler"), 'is missing (e.g. handler = "module.function")')
+        fields: dict[str, Any] = {**defaults, "name": name}
+        fields["handler"] = self.handler(table["handler"], (*path, "handler"))
+        fields["pattern"] = (
+            self.pattern(table["pattern"], (*path, "pattern")) if "pattern" in table else None
+        )
+        own = self.settings(table, path)
+        own_environment = own.pop("environment", {})
+        fields.update(own)
+        fields["environment"] = {**defaults.get("environment", {}), **own_environment}
+        on_failure = table.get("on_failure")
+        if on_failure is not None and not isinstance(on_failure, str):
+            raise self.fail((*path, "on_failure"), f"must be a string, got {_kind(on_failure)}")
+        fields["on_failure"] = on_failure
+        return fields, on_failure
+
+    def check_failure_targets(self, targets: dict[str, str | None]) -> None:
+        for name, target in targets.items():
+            if target is None:
+                continue
+            path = ("functions", name, "on_failure")
+            if target == name:
+                raise self.fail(path, "a function can't be its own failure destination")
+            if target not in targets:
+                raise self.fail(path, f"names no function of this file: {_show(target)}")
+            chain, seen = [name], {name}
+            step = targets[target]
+            chain.append(target)
+            while step is not None and step not in seen:
+                seen.add(step)
+                chain.append(step)
+                step = targets.get(step)
+            if step == name:
+                loop = " -> ".join([*chain, name])
+                raise self.fail(path, f"failure destinations loop: {loop}")
+
+    def parse(self, text: str) -> Subscriptions:
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            message = str(error)
+            found = _DECODE_POSITION.search(message)
+            # no position means "(at end of document)": the last line
+            line = int(found.group(1)) if found else max(1, len(text.splitlines()))
+            reason = _DECODE_POSITION.sub("", _END_OF_DOCUMENT.sub("", message))
+            raise SubscriptionsError(self.source, line, "", f"invalid TOML: {reason}") from None
+        self.no_unknown_keys(document, (), _TOP_KEYS)
+        defaults: dict[str, Any] = {}
+        if "defaults" in document:
+            table = self.table(document["defaults"], ("defaults",))
+            self.no_unknown_keys(table, ("defaults",), _DEFAULTS_KEYS)
+            defaults = self.settings(table, ("defaults",))
+        functions = self.table(document.get("functions", {}), ("functions",))
+        fields: dict[str, dict[str, Any]] = {}
+        targets: dict[str, str | None] = {}
+        for name, value in functions.items():
+            fields[name], targets[name] = self.function(name, value, defaults)
+        self.check_failure_targets(targets)
+        specs = {name: FunctionSpec(**values) for name, values in fields.items()}
+        return Subscriptions(functions=specs, source=self.source)
+
+
+def parse(text: str, source: str = "dynamodb-logs.toml") -> Subscriptions:
+    """Parse and validate a definition; ``source`` names the file in error messages."""
+    return _Parser(text, source).parse(text)
+
+
+def error_at(text: str, source: str, path: tuple[str, ...], reason: str) -> SubscriptionsError:
+    """An error about ``path`` of an already parsed file, located like parse()'s own.
+
+    For checks that need I/O (is the handler module there?) and so run outside
+    :func:`parse`, but must still point at the line the user has to fix.
+    """
+    return SubscriptionsError(source, _Lines(text).of(path), ".".join(path), reason)
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
+    names.update({list: "an array", dict: "a table"})
+    return names.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
