@@ -1,0 +1,169 @@
+"""Local state kept in the SQLite file (``./db``) beside the archive.
+
+* ``checkpoints``: per stream shard, the last sequence number handed to the
+  publisher successfully — a restart neither republishes nor misses a record.
+* ``dynamodb_tables`` / ``dynamodb_items``: a snapshot of the embedded endpoint's
+  tables, written on shutdown and loaded on start, so local data outlives a restart
+  (moto keeps everything in memory). Items are stored in DynamoDB's typed JSON.
+
+Small and synchronous on purpose: a few rows, touched once per poll or at start/stop.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    stream_arn TEXT NOT NULL,
+    shard_id TEXT NOT NULL,
+    sequence_number TEXT,
+    finished INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (stream_arn, shard_id)
+);
+CREATE TABLE IF NOT EXISTS dynamodb_tables (name TEXT PRIMARY KEY, definition TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dynamodb_items (table_name TEXT NOT NULL, item TEXT NOT NULL);
+"""
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class Checkpoints:
+    """Where each shard's reading stopped."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.conn = connect(path)
+
+    def get(self, stream_arn: str, shard_id: str) -> tuple[str | None, bool]:
+        row = self.conn.execute(
+            "SELECT sequence_number, finished FROM checkpoints WHERE stream_arn=? AND shard_id=?",
+            (stream_arn, shard_id),
+        ).fetchone()
+        return (row[0], bool(row[1])) if row else (None, False)
+
+    def save(self, stream_arn: str, shard_id: str, sequence_number: str | None,
+             finished: bool = False) -> None:
+        self.conn.execute(
+            "INSERT INTO checkpoints (stream_arn, shard_id, sequence_number, finished) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (stream_arn, shard_id) DO UPDATE SET "
+            "sequence_number = COALESCE(excluded.sequence_number, sequence_number), "
+            "finished = excluded.finished",
+            (stream_arn, shard_id, sequence_number, int(finished)),
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _encode(value: Any) -> Any:
+    """Typed JSON from boto3 holds ``bytes`` for B/BS; JSON needs text."""
+    if isinstance(value, bytes):
+        return {"$b64": base64.b64encode(value).decode()}
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$b64"}:
+            return base64.b64decode(value["$b64"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+TABLE_FIELDS = ("AttributeDefinitions", "KeySchema", "StreamSpecification")
+
+
+def _definition(description: dict[str, Any]) -> dict[str, Any]:
+    """The ``create_table`` arguments that rebuild a described table."""
+    definition = {k: description[k] for k in TABLE_FIELDS if k in description}
+    definition["BillingMode"] = "PAY_PER_REQUEST"
+    for index_kind in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+        indexes = description.get(index_kind)
+        if indexes:
+            definition[index_kind] = [
+                {k: i[k] for k in ("IndexName", "KeySchema", "Projection")} for i in indexes
+            ]
+    return definition
+
+
+def save_tables(client: Any, path: str | Path) -> dict[str, int]:
+    """Snapshot every table of the endpoint into the SQLite file (replacing the last one)."""
+    snapshot: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = []
+    for name in client.get_paginator("list_tables").paginate().build_full_result()["TableNames"]:
+        description = client.describe_table(TableName=name)["Table"]
+        items = []
+        for page in client.get_paginator("scan").paginate(TableName=name, ConsistentRead=True):
+            items.extend(page.get("Items", []))
+        snapshot.append((name, _definition(description), items))
+    conn = connect(path)
+    try:
+        conn.execute("BEGIN")
+        conn.execute("DELETE FROM dynamodb_tables")
+        conn.execute("DELETE FROM dynamodb_items")
+        for name, definition, items in snapshot:
+            conn.execute(
+                "INSERT INTO dynamodb_tables VALUES (?, ?)", (name, json.dumps(definition))
+            )
+            conn.executemany(
+                "INSERT INTO dynamodb_items VALUES (?, ?)",
+                [(name, json.dumps(_encode(item))) for item in items],
+            )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return {name: len(items) for name, _, items in snapshot}
+
+
+def restore_tables(client: Any, path: str | Path) -> dict[str, int]:
+    """Recreate the snapshot's tables with their items on a fresh endpoint.
+
+    Items go in before the stream is switched on, so restoring publishes nothing:
+    those events were published before the snapshot was taken.
+    """
+    conn = connect(path)
+    try:
+        tables = conn.execute("SELECT name, definition FROM dynamodb_tables").fetchall()
+        existing = set(client.list_tables()["TableNames"])
+        restored = {}
+        for name, text in tables:
+            if name in existing:
+                continue
+            definition = json.loads(text)
+            stream = definition.pop("StreamSpecification", None)
+            client.create_table(TableName=name, **definition)
+            rows = conn.execute("SELECT item FROM dynamodb_items WHERE table_name = ?", (name,))
+            items = [_decode(json.loads(row[0])) for row in rows]
+            for start in range(0, len(items), 25):
+                pending = {name: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]}
+                while pending:
+                    pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems")
+            if stream and stream.get("StreamEnabled"):
+                client.update_table(TableName=name, StreamSpecification=stream)
+            restored[name] = len(items)
+        return restored
+    finally:
+        conn.close()
+
+
+def clear_tables(path: str | Path) -> None:
+    conn = connect(path)
+    try:
+        conn.execute("DELETE FROM dynamodb_tables")
+        conn.execute("DELETE FROM dynamodb_items")
+    finally:
+        conn.close()

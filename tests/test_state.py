@@ -1,0 +1,69 @@
+"""Local state: table snapshots survive a fresh endpoint; checkpoints per shard."""
+
+from __future__ import annotations
+
+import botocore.exceptions
+import pytest
+
+from bridge.aws import Target
+from bridge.offline.dynamodb import EmbeddedDynamoDB
+from bridge.offline.state import Checkpoints, restore_tables, save_tables
+from bridge.store import LogStore, create_tables
+
+
+def test_snapshot_restores_tables_items_and_stream_without_republishing(tmp_path, moto_url):
+    db = tmp_path / "db"
+    target = Target(stage="snap", endpoint_url=moto_url)
+    dynamodb = target.dynamodb()
+    create_tables(dynamodb, target.log_table, target.core_table)
+    store = LogStore(dynamodb.Table(target.log_table))
+    for version in range(30):
+        store.append("users", "s", "t", {"id": "s", "n": version, "f": 0.25, "b": True},
+                     expected_version=version)
+    core = dynamodb.Table(target.core_table)
+    core.put_item(Item={"pk": "users#s", "sk": "profile", "x": b"\x00"})
+    # A plain client speaks DynamoDB's typed JSON (a resource's client would not).
+    client = target.session().client("dynamodb", endpoint_url=moto_url)
+    saved = save_tables(client, db)
+    assert saved[target.log_table] == 30
+    for name in (target.log_table, target.core_table):
+        client.delete_table(TableName=name)
+
+    restored = restore_tables(client, db)
+    assert restored == {target.log_table: 30, target.core_table: 1}
+    assert [i.payload["n"] for i in store.read("users", "s")] == list(range(30))
+    assert next(store.read("users", "s")).payload["f"] == 0.25
+    item = core.get_item(Key={"pk": "users#s", "sk": "profile"})["Item"]
+    assert item["x"].value == b"\x00"
+    description = client.describe_table(TableName=target.log_table)["Table"]
+    assert description["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    # The restored items are not in the new stream: they were published already.
+    streams = target.session().client("dynamodbstreams", endpoint_url=moto_url)
+    shard = streams.describe_stream(StreamArn=description["LatestStreamArn"])[
+        "StreamDescription"]["Shards"][0]
+    iterator = streams.get_shard_iterator(
+        StreamArn=description["LatestStreamArn"], ShardId=shard["ShardId"],
+        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    assert streams.get_records(ShardIterator=iterator)["Records"] == []
+    assert restore_tables(client, db) == {}  # existing tables are left alone
+
+
+def test_checkpoints(tmp_path):
+    checkpoints = Checkpoints(tmp_path / "db")
+    assert checkpoints.get("arn", "shard-1") == (None, False)
+    checkpoints.save("arn", "shard-1", "100")
+    checkpoints.save("arn", "shard-1", None, finished=True)  # keeps the last sequence number
+    assert Checkpoints(tmp_path / "db").get("arn", "shard-1") == ("100", True)
+
+
+def test_embedded_endpoint_refuses_writes_when_closed_but_serves_streams(tmp_path):
+    with EmbeddedDynamoDB(port=0) as server:
+        target = Target(stage="gate", endpoint_url=server.url)
+        create_tables(target.dynamodb(), target.log_table, target.core_table)
+        store = LogStore(target.dynamodb().Table(target.log_table))
+        store.append("users", "g", "t", {"id": "g"})
+        server.close_writes()
+        with pytest.raises(botocore.exceptions.ClientError, match="ServiceUnavailable"):
+            store.append("users", "g", "t", {"id": "g"})
+        streams = target.session().client("dynamodbstreams", endpoint_url=server.url)
+        assert streams.list_streams()["Streams"]
