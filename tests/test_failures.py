@@ -1,0 +1,361 @@
+"""The failure record, the ``failures`` recorder Lambda and ``bridge.failures``.
+
+The record is checked field by field against the seed's ``onFailure`` payload;
+the recorder stores records in a real moto core table; ``retry_failure`` invokes
+the Lambda Invoke REST API of a small server of our own, standing in for AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from lambda_events import RecordingHandler, aws_environment, http_server, session, unique
+
+from bridge.core.errors import BridgeError
+from bridge.core.events import entry_for, envelope
+from bridge.core.failure import error_payload, failure_record, format_timestamp, function_name
+from bridge.core.log import LogItem
+from bridge.failures import get_failure, list_failures, retry_failure
+from bridge.lambdas import failures as recorder
+from bridge.lambdas import users_projection
+from bridge.offline.dynamodb import EmbeddedDynamoDB
+from bridge.store import LogStore, create_tables
+
+# The seed's failure payload, as the seed shows it (placeholders in angle brackets).
+SEED_RECORD: dict[str, Any] = {
+    "version": "1.0",
+    "timestamp": "<timestamp>",
+    "requestContext": {
+        "requestId": "<uuid>",
+        "functionArn": "arn:...",
+        "condition": "RetriesExhausted",
+        "approximateInvokeCount": 3,
+    },
+    "requestPayload": {
+        "version": "0",
+        "id": "<uuid>",
+        "detail-type": "stream changes",
+        "source": "dynamodb-log",
+        "account": "<account>",
+        "time": "<timestamp>",
+        "region": "<region>",
+        "resources": [],
+        "detail": {
+            "log": "<log>",
+            "key": {"pk": "<pk>", "sk": 0},
+            "type": "<signup>",
+            "payload": {"id": "<id>"},
+        },
+    },
+    "responseContext": {
+        "statusCode": 200,
+        "executedVersion": "$LATEST",
+        "functionError": "Unhandled",
+    },
+    "responsePayload": {"errorType": "Error", "errorMessage": "<error message>", "trace": []},
+}
+AWS_TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+ARN = "arn:aws:lambda:us-east-1:123456789012:function:dynamodb-logs-test-users:$LATEST"
+
+
+# The seed's values that are fixed by AWS (the rest are examples or placeholders).
+FIXED = {
+    "$.version": "1.0",
+    "$.requestContext.condition": "RetriesExhausted",
+    "$.requestPayload.version": "0",
+    "$.requestPayload.detail-type": "stream changes",
+    "$.requestPayload.source": "dynamodb-log",
+    "$.responseContext.statusCode": 200,
+    "$.responseContext.executedVersion": "$LATEST",
+    "$.responseContext.functionError": "Unhandled",
+}
+
+
+def assert_same_shape(actual: Any, seed: Any, path: str = "$") -> list[str]:
+    """Same keys at every level and the same JSON types; returns the paths compared."""
+    assert type(actual) is type(seed), f"{path}: {type(actual).__name__} != {type(seed).__name__}"
+    paths = [path]
+    if isinstance(seed, dict):
+        assert set(actual) == set(seed), f"{path}: keys {sorted(actual)} != {sorted(seed)}"
+        for key, value in seed.items():
+            paths += assert_same_shape(actual[key], value, f"{path}.{key}")
+    elif isinstance(seed, list):
+        for i, value in enumerate(actual):
+            assert isinstance(value, str), f"{path}[{i}] is not a string"
+    if path in FIXED:
+        assert actual == FIXED[path] == seed, f"{path}: {actual!r} != {seed!r}"
+    return paths
+
+
+def users_event(id: str = "12", version: int = 1) -> dict[str, Any]:
+    return envelope(entry_for(LogItem("users", id, version, "signup", {"id": id})))
+
+
+def raised(exc: BaseException) -> BaseException:
+    """The exception as caught after a raise, traceback included."""
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+def test_the_record_matches_the_seed_field_for_field() -> None:
+    event = users_event()
+    error = error_payload(raised(ValueError("bad phone number")))
+    record = failure_record(
+        request_payload=event,
+        function_arn=ARN,
+        request_id=str(uuid.uuid4()),
+        invoke_count=3,
+        error_type=error["errorType"],
+        error_message=error["errorMessage"],
+        trace=error["trace"],
+        timestamp=datetime(2019, 11, 24, 23, 8, 25, 651_000, tzinfo=UTC),
+    )
+
+    compared = assert_same_shape(record, SEED_RECORD)
+    assert set(FIXED) <= set(compared) and len(compared) == 33  # every key at every level
+    assert json.loads(json.dumps(record)) == record  # plain JSON all the way down
+    assert record["timestamp"] == "2019-11-24T23:08:25.651Z"
+    assert record["requestPayload"] == event
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert record["responsePayload"]["errorType"] == "ValueError"
+    assert record["responsePayload"]["errorMessage"] == "bad phone number"
+    assert record["responsePayload"]["trace"]  # one entry per frame
+
+
+def test_timestamps_are_utc_with_milliseconds() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    assert format_timestamp(datetime(2024, 1, 2, 3, 4, 5, 999_999, tzinfo=plus_two)) == (
+        "2024-01-02T01:04:05.999Z"
+    )
+    assert format_timestamp(datetime(2024, 1, 2, 3, 4, 5)) == "2024-01-02T03:04:05.000Z"
+    record = failure_record(
+        request_payload={},
+        function_arn=ARN,
+        request_id="r",
+        invoke_count=1,
+        error_type="E",
+        error_message="m",
+    )
+    assert re.fullmatch(AWS_TIMESTAMP, record["timestamp"])
+    assert record["responsePayload"]["trace"] == []
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+
+
+def test_error_payload_reads_like_the_python_runtime() -> None:
+    class PhoneNotVerified(Exception):
+        pass
+
+    def verify(number: str) -> None:
+        raise PhoneNotVerified(f"{number} did not answer")
+
+    def handler() -> None:
+        verify("+1 555")
+
+    try:
+        handler()
+    except PhoneNotVerified as exc:
+        payload = error_payload(exc)
+    assert set(payload) == {"errorType", "errorMessage", "trace"}
+    assert payload["errorType"] == "PhoneNotVerified"  # the class name, not its module path
+    assert payload["errorMessage"] == "+1 555 did not answer"
+    # One entry per frame, outermost first, each naming its file, line and code.
+    frames = [re.search(r", in (\w+)\n", line).group(1) for line in payload["trace"]]  # type: ignore[union-attr]
+    assert frames == ["test_error_payload_reads_like_the_python_runtime", "handler", "verify"]
+    assert all(line.startswith('  File "') for line in payload["trace"])
+    assert "raise PhoneNotVerified" in payload["trace"][-1]
+
+
+def test_function_names_come_from_qualified_and_plain_arns() -> None:
+    assert function_name(ARN) == "dynamodb-logs-test-users"
+    assert function_name("arn:aws:lambda:eu-west-1:1:function:my-fn") == "my-fn"
+    assert function_name("arn:aws:lambda:eu-west-1:1:function:my-fn:live") == "my-fn"
+    assert function_name("my-fn") == "my-fn"
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with EmbeddedDynamoDB(port=0) as server:
+        yield server.url
+
+
+@pytest.fixture
+def core(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fresh core table (a boto3 Table), named in the function's environment."""
+    aws_environment(monkeypatch, endpoint)
+    stage = unique("fail")
+    dynamodb = session().resource("dynamodb", endpoint_url=endpoint)
+    create_tables(dynamodb, f"{stage}-dynamodb-logs", f"{stage}-core")
+    monkeypatch.setenv("DYNAMODB_LOGS_TABLE", f"{stage}-dynamodb-logs")
+    monkeypatch.setenv("DYNAMODB_CORE_TABLE", f"{stage}-core")
+    return dynamodb.Table(f"{stage}-core")
+
+
+def record_for(
+    request_id: str,
+    when: datetime,
+    arn: str = ARN,
+    event: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return failure_record(
+        request_payload=event or users_event(),
+        function_arn=arn,
+        request_id=request_id,
+        invoke_count=3,
+        error_type="Error",
+        error_message=f"failed {request_id}",
+        trace=["  at handler"],
+        timestamp=when,
+    )
+
+
+def test_the_recorder_stores_a_record_once(core: Any) -> None:
+    when = datetime(2024, 5, 1, 12, 0, 0, 123_000, tzinfo=UTC)
+    record = json.loads(json.dumps(record_for("req-1", when)))  # as Lambda delivers it
+
+    stored = recorder.handler(record, None)
+
+    key = {"pk": "failure#dynamodb-logs-test-users", "sk": "2024-05-01T12:00:00.123Z#req-1"}
+    assert stored == {"stored": True, **key}
+    item = core.get_item(Key=key, ConsistentRead=True)["Item"]
+    assert json.loads(item["record"]) == record
+    assert item["functionArn"] == ARN
+    assert item["requestId"] == "req-1"
+    assert item["errorType"] == "Error" and item["errorMessage"] == "failed req-1"
+    assert item["status"] == "failed"
+    assert re.fullmatch(AWS_TIMESTAMP, item["createdAt"])
+    # Delivered again, or re-stamped with another time: the same request is kept once.
+    assert recorder.handler(record, None) == {"stored": False, **key}
+    later = record_for("req-1", when + timedelta(seconds=5))
+    assert recorder.handler(later, None) == {"stored": False, **key}
+    assert len(core.scan(ConsistentRead=True)["Items"]) == 1
+    with pytest.raises(ValueError, match="not a Lambda failure record"):
+        recorder.handler({"detail": {}}, None)
+
+
+def test_list_failures_returns_every_page_oldest_first(core: Any) -> None:
+    base = datetime(2024, 6, 1, tzinfo=UTC)
+    other = "arn:aws:lambda:us-east-1:123456789012:function:dynamodb-logs-test-mail"
+    written = [
+        ("r3", base + timedelta(minutes=3), ARN),
+        ("r1", base + timedelta(minutes=1), other),
+        ("r5", base + timedelta(minutes=5), other),
+        ("r2", base + timedelta(minutes=2), ARN),
+        ("r4", base + timedelta(minutes=4), ARN),
+    ]
+    for request_id, when, arn in written:
+        recorder.handler(record_for(request_id, when, arn), None)
+    core.put_item(Item={"pk": "users#1", "sk": "profile", "version": 1})  # not a failure
+
+    for page_size in (None, 2):
+        listed = list_failures(core, page_size=page_size)
+        assert [f.request_id for f in listed] == ["r1", "r2", "r3", "r4", "r5"]
+    by_id = {f.request_id: f for f in listed}
+    assert by_id["r1"].function_name == "dynamodb-logs-test-mail"
+    assert by_id["r2"].function_name == "dynamodb-logs-test-users"
+    assert by_id["r2"].invoke_count == 3 and by_id["r2"].status == "failed"
+    assert by_id["r2"].request_payload["detail"] == users_event()["detail"]
+    assert by_id["r2"].to_json()["record"]["requestContext"]["requestId"] == "r2"
+
+
+class FakeLambda(RecordingHandler):
+    """Lambda's Invoke API (REST JSON) for the functions in ``server.functions``."""
+
+    def respond(self, path: str, headers: dict[str, str], body: bytes):  # type: ignore[override]
+        match = re.fullmatch(r"/2015-03-31/functions/([^/]+)/invocations", path)
+        name = unquote(match.group(1)) if match else ""
+        if name not in self.server.functions:  # type: ignore[attr-defined]
+            error = {"Type": "User", "message": f"Function not found: {name}"}
+            return (
+                404,
+                {
+                    "Content-Type": "application/json",
+                    "x-amzn-ErrorType": "ResourceNotFoundException",
+                },
+                json.dumps(error).encode(),
+            )
+        return 202, {"x-amzn-RequestId": str(uuid.uuid4())}, b""
+
+
+def test_a_real_failure_is_recorded_listed_and_retried(core: Any, endpoint: str) -> None:
+    # A real handler error: an event whose earlier versions the log does not hold.
+    event = users_event(id="u9", version=3)
+    with pytest.raises(users_projection.MissingVersionsError) as caught:
+        users_projection.handler(event, None)
+    error = error_payload(caught.value)
+    record = failure_record(
+        request_payload=event,
+        function_arn=ARN,
+        request_id=str(uuid.uuid4()),
+        invoke_count=3,
+        error_type=error["errorType"],
+        error_message=error["errorMessage"],
+        trace=error["trace"],
+    )
+    assert recorder.handler(json.loads(json.dumps(record)), None)["stored"] is True
+
+    [failure] = list_failures(core)
+    assert failure.error_type == "MissingVersionsError"
+    assert "lacks version(s) [1, 2]" in failure.error_message
+    assert failure.request_payload == event
+
+    with http_server(FakeLambda, functions={"dynamodb-logs-test-users"}) as fake:
+        lambda_client = session().client("lambda", endpoint_url=fake.url)
+        result = retry_failure(core, lambda_client, failure.request_id[:8])  # a unique prefix
+
+    [(path, headers, body)] = fake.requests
+    assert path == "/2015-03-31/functions/dynamodb-logs-test-users/invocations"
+    assert headers["x-amz-invocation-type"] == "Event"
+    assert json.loads(body) == event  # the original event, unchanged
+    assert result["requestId"] == failure.request_id and result["statusCode"] == 202
+    assert result["status"] == "retried" and result["retries"] == 1
+    [after] = list_failures(core)
+    assert after.status == "retried" and after.retried_at == result["retriedAt"]
+    assert re.fullmatch(AWS_TIMESTAMP, after.retried_at or "")
+    # Once the log holds the missing versions, the retried event goes through.
+    logs = (
+        session()
+        .resource("dynamodb", endpoint_url=endpoint)
+        .Table(os.environ["DYNAMODB_LOGS_TABLE"])
+    )
+    store = LogStore(logs)
+    store.append("users", "u9", "signup", {"id": "u9", "name": "Ann", "email": "a@example.com"})
+    store.append("users", "u9", "addPhoneNumber", {"id": "u9", "phoneNumber": "+1 555"})
+    retried = users_projection.handler(json.loads(body), None)
+    assert retried == {"status": "applied", "id": "u9", "version": 3, "applied": [1, 2, 3]}
+
+
+def test_retry_errors_are_one_clear_line_and_change_nothing(core: Any) -> None:
+    base = datetime(2024, 7, 1, tzinfo=UTC)
+    gone = "arn:aws:lambda:us-east-1:123456789012:function:dynamodb-logs-test-gone"
+    recorder.handler(record_for("abc-1", base, gone), None)
+    recorder.handler(record_for("abc-2", base + timedelta(seconds=1)), None)
+
+    with http_server(FakeLambda, functions={"dynamodb-logs-test-users"}) as fake:
+        lambda_client = session().client("lambda", endpoint_url=fake.url)
+        with pytest.raises(BridgeError) as unknown:
+            retry_failure(core, lambda_client, "no-such-request")
+        with pytest.raises(BridgeError, match="ambiguous"):
+            retry_failure(core, lambda_client, "abc")
+        with pytest.raises(BridgeError, match="ResourceNotFoundException") as refused:
+            retry_failure(core, lambda_client, "abc-1")
+        assert len(fake.requests) == 1  # only the refused invocation reached Lambda
+
+        assert retry_failure(core, lambda_client, "abc-2")["retries"] == 1
+        assert retry_failure(core, lambda_client, "abc-2")["retries"] == 2
+
+    for error in (unknown.value, refused.value):
+        assert "\n" not in str(error)
+    assert "no-such-request" in str(unknown.value)
+    assert get_failure(core, "abc-1").status == "failed"  # not marked after a refusal
+    assert get_failure(core, "abc-2").status == "retried"
+    assert get_failure(core, "abc-2").retries == 2
