@@ -18,8 +18,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from bridge.core.failure import format_timestamp, function_name
 from bridge.lambdas import _env
 
@@ -97,9 +95,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"stored": False, **stored}
     try:
         client.put_item(TableName=table, Item=item, ConditionExpression="attribute_not_exists(pk)")
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise
+    except client.exceptions.ConditionalCheckFailedException:
         _env.log("failure record already stored", **key)
         return {"stored": False, **key}
     _env.log(

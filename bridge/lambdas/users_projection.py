@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
-from botocore.exceptions import ClientError
 
 from bridge.core.dynamo_json import load_item
 from bridge.core.log import LogItem, from_dynamo, parse_stream_key, stream_key, to_dynamo
@@ -158,9 +157,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             state = apply(state, type, payload)
         try:
             _write(client, core_table, id, state, version, current)
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
+        except client.exceptions.ConditionalCheckFailedException:
             # Another invocation moved the model meanwhile: start over from what it wrote.
             _env.log("read model changed meanwhile, retrying", id=id, attempt=attempt + 1)
             time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
