@@ -10,6 +10,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -223,6 +224,75 @@ def demo(users: int, seed: int, as_json: bool) -> None:
     summary = run_demo(users=users, seed=seed, progress=not as_json)
     if as_json:
         emit(summary)
+
+
+@cli.command()
+@click.option("--stage", default="local", show_default=True, help="Stage the tables are named for.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--dynamodb-port", type=int, default=8000, show_default=True)
+@click.option("--events-port", type=int, default=4010, show_default=True,
+              help="EventBridge endpoint (and the Lambda Invoke API).")
+@click.option("--ws-port", type=int, default=3001, show_default=True,
+              help="WebSocket gateway and its @connections management API.")
+@click.option("--dynamodb-endpoint", help="Use this DynamoDB (e.g. DynamoDB Local) instead of "
+              "the embedded one.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("db"),
+              show_default=True, help="SQLite file: archive, checkpoints, table snapshot.")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              help="Subscriptions definition (default: ./dynamodb-logs.toml, else the built-in).")
+@click.option("--region", default="us-east-1", show_default=True)
+@click.option("--batch-window", type=float, default=0.0, show_default=True,
+              help="Seconds to gather stream records before invoking the publisher.")
+@click.option("--idle-timeout", type=float, default=600.0, show_default=True,
+              help="WebSocket idle timeout in seconds (API Gateway: 600).")
+@click.option("--max-connection-age", type=float, default=7200.0, show_default=True,
+              help="WebSocket maximum connection age in seconds (API Gateway: 7200).")
+@click.option("--iam-auth", is_flag=True, help="Require SigV4-signed URLs on $connect.")
+@click.option("--ws-route", "ws_routes", multiple=True, metavar="ROUTE=module.handler",
+              help="A WebSocket route and its handler, e.g. '$default=app.ws.handler'.")
+@click.option("--json", "as_json", is_flag=True, help="Print the endpoints as one JSON line.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every invocation and request.")
+def offline(as_json: bool, verbose: bool, ws_routes: tuple[str, ...], **options: Any) -> None:
+    """Run the whole pipeline on this machine until Ctrl-C: no Docker, no AWS.
+
+    \b
+    DynamoDB → stream poller → publisher → EventBridge bus → your handlers
+    (retries, onFailure) and the SQLite archive, plus a WebSocket gateway.
+    Local data outlives a restart; `bridge clean` removes it.
+
+    \b
+    Example:
+      bridge offline
+      aws dynamodb put-item --endpoint-url http://127.0.0.1:8000 --table-name \\
+          local-dynamodb-logs --item '{"pk": {"S": "users#12#stream"}, ...}'
+    """
+    from bridge.offline.cli_runner import run_offline
+
+    routes = {}
+    for text in ws_routes:
+        route, sep, handler = text.partition("=")
+        if not sep or not route or not handler:
+            raise ValidationError(f"--ws-route {text!r}: expected ROUTE=module.handler")
+        routes[route] = handler
+    run_offline(options, routes, as_json=as_json, verbose=verbose)
+
+
+@cli.command()
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("db"),
+              show_default=True, help="The local SQLite file.")
+@click.option("--dynamodb-port", type=int, default=8000, show_default=True,
+              help="Where `bridge offline` would be running (cleaning under it is refused).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def clean(db: Path, dynamodb_port: int, yes: bool) -> None:
+    """Remove the local cloud's data: tables, archived events, stream checkpoints.
+
+    \b
+    Example:
+      bridge clean --yes
+    """
+    from bridge.offline.cli_runner import clean_local_data
+
+    clean_local_data(db, dynamodb_port, yes)
 
 
 def error_line(error: BaseException) -> tuple[str, int]:

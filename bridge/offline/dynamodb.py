@@ -47,17 +47,24 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class _Gate:
-    """WSGI middleware: counts requests in flight and refuses writes once closed."""
+    """WSGI middleware: counts requests in flight and refuses writes once closed.
 
-    def __init__(self, app: Any) -> None:
+    Requests signed with ``trusted_key`` still pass when closed: the local cloud's
+    own functions finish their work (a projection writing the core table) while
+    the pipeline drains.
+    """
+
+    def __init__(self, app: Any, trusted_key: str | None = None) -> None:
         self.app = app
+        self.trusted = f"Credential={trusted_key}/" if trusted_key else None
         self.open = True
         self.in_flight = 0
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if not self.open and not target.startswith(STREAMS_TARGET_PREFIX):
+        trusted = self.trusted and self.trusted in environ.get("HTTP_AUTHORIZATION", "")
+        if not self.open and not trusted and not target.startswith(STREAMS_TARGET_PREFIX):
             start_response("503 Service Unavailable", [("Content-Type", "application/json")])
             return [b'{"__type":"ServiceUnavailable","message":"bridge offline is stopping"}']
         with self._lock:
@@ -73,9 +80,12 @@ class _Gate:
 class EmbeddedDynamoDB:
     """moto's DynamoDB (and Streams) endpoint served from a background thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8000) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 8000, trusted_key: str | None = None
+    ) -> None:
         self.host = host
         self.port = port
+        self.trusted_key = trusted_key
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._gate: _Gate | None = None
@@ -96,7 +106,7 @@ class EmbeddedDynamoDB:
             check_port_free(self.host, self.port)
         # werkzeug logs every request at INFO: far too loud for a local cloud.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._gate = _Gate(DomainDispatcherApplication(create_backend_app))
+        self._gate = _Gate(DomainDispatcherApplication(create_backend_app), self.trusted_key)
         self._server = make_server(
             self.host, self.port, self._gate, threaded=True, request_handler=MotoRequestHandler
         )

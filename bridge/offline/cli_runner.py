@@ -1,0 +1,132 @@
+"""The I/O around `bridge offline` and `bridge clean`: signals, printing, files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bridge.core.errors import BridgeError
+from bridge.offline.cloud import LocalCloud, OfflineOptions
+from bridge.offline.dynamodb import check_port_free
+
+
+def run_offline(options: dict[str, Any], routes: dict[str, str], *, as_json: bool,
+                verbose: bool) -> None:
+    from bridge.subscriptions import load, project_root
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    subscriptions = load(options.pop("config"))
+    cloud = LocalCloud(OfflineOptions(**options, ws_routes=routes), subscriptions,
+                       project_root(subscriptions))
+    asyncio.run(_serve(cloud, as_json))
+
+
+async def _serve(cloud: LocalCloud, as_json: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await cloud.start()
+    try:
+        _print_started(cloud, as_json)
+        await stop.wait()
+        if not as_json:
+            click.echo("stopping: publishing what the stream still holds …", err=True)
+    finally:
+        saved = await cloud.stop()
+    summary = {
+        "published": cloud.poller.published,
+        "archived": cloud.archive.written,
+        "saved_tables": saved,
+    }
+    if as_json:
+        click.echo(json.dumps({"stopped": summary}))
+    else:
+        kept = f", {sum(saved.values())} items in {len(saved)} tables kept" if saved else ""
+        click.echo(f"stopped: {summary['published']} stream records published, "
+                   f"{summary['archived']} events archived{kept}")
+
+
+def _print_started(cloud: LocalCloud, as_json: bool) -> None:
+    o = cloud.options
+    exports = cloud.endpoint_variables()
+    if as_json:
+        click.echo(json.dumps({
+            "dynamodb": cloud.dynamodb_url, "events": cloud.events_url, "websocket": cloud.ws_url,
+            "db": str(o.db), "restored": cloud.restored, "exports": exports,
+        }), nl=True)
+        sys.stdout.flush()
+        return
+    kind = "embedded" if cloud.embedded else "external"
+    restored = (f"; restored {sum(cloud.restored.values())} items in {len(cloud.restored)} "
+                "tables" if cloud.restored else "")
+    functions = ", ".join(cloud.runtime.function_names())
+    click.echo(f"bridge offline (stage {o.stage}) is running — Ctrl-C stops it cleanly.\n"
+               f"  DynamoDB     {cloud.dynamodb_url}  ({kind}{restored})\n"
+               f"  EventBridge  {cloud.events_url}  (bus dynamodb-log, "
+               f"{len(cloud.bus.rules)} rules, archive dynamodb-logs-archive)\n"
+               f"  Lambda       {cloud.events_url}  ({functions})\n"
+               f"  WebSocket    {cloud.ws_url}  (management API {cloud.management_url})\n"
+               f"  archive      {o.db} (SQLite, table events)\n"
+               "Point the AWS CLI and SDKs at it:")
+    click.echo("  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local")
+    for name, value in exports.items():
+        click.echo(f"  export {name}={value}")
+    sys.stdout.flush()
+
+
+def _describe(db: Path) -> list[str]:
+    """What the file holds, in words, for the confirmation."""
+    lines = []
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        if "dynamodb_tables" in tables:
+            for (name,) in conn.execute("SELECT name FROM dynamodb_tables"):
+                (items,) = conn.execute(
+                    "SELECT COUNT(*) FROM dynamodb_items WHERE table_name=?", (name,)).fetchone()
+                lines.append(f"table {name} ({items} items)")
+        if "events" in tables:
+            (events,) = conn.execute("SELECT COUNT(*) FROM events").fetchone()
+            lines.append(f"{events} archived events")
+        if "checkpoints" in tables:
+            (shards,) = conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()
+            lines.append(f"stream checkpoints of {shards} shards")
+    return lines
+
+
+def clean_local_data(db: Path, dynamodb_port: int, yes: bool) -> None:
+    files = [p for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
+    if not files:
+        click.echo(f"nothing to clean: {db} does not exist")
+        return
+    try:
+        check_port_free("127.0.0.1", dynamodb_port)
+    except BridgeError:
+        raise BridgeError(f"something is listening on port {dynamodb_port}: stop `bridge "
+                          "offline` before cleaning its data") from None
+    try:
+        contents = _describe(db)
+    except sqlite3.Error as error:
+        raise BridgeError(f"{db} is not a bridge database ({error}); remove it by hand") from None
+    click.echo(f"{db} holds: " + ("; ".join(contents) if contents else "no data"))
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BridgeError("refusing to delete without confirmation: pass --yes")
+        click.confirm(f"remove {', '.join(map(str, files))}?", abort=True)
+    for path in files:
+        path.unlink()
+    click.echo(f"removed {', '.join(map(str, files))}")

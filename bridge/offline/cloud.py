@@ -1,0 +1,244 @@
+"""`bridge offline`: the whole pipeline in one process, no Docker, no AWS.
+
+DynamoDB (embedded moto server or the user's endpoint) → stream poller → the
+publisher Lambda → the EventBridge-compatible bus → subscriber Lambdas (retries,
+onFailure) and the SQLite archive; plus the WebSocket gateway. The Lambda code is
+the code AWS runs; only endpoints differ (``AWS_ENDPOINT_URL_*``).
+
+Shutdown order is what makes "nothing lost" true: stop taking writes, publish what
+the stream still holds, let running functions finish, flush the archive, and only
+then snapshot the tables and stop the endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.aws import DEFAULT_REGION, core_table_name, log_table_name
+from bridge.core.events import BUS_NAME
+from bridge.core.subscriptions import FunctionSpec, Subscriptions
+from bridge.offline.dynamodb import EmbeddedDynamoDB, free_port
+from bridge.offline.poller import StreamPoller
+from bridge.offline.state import Checkpoints, restore_tables, save_tables
+
+log = logging.getLogger("bridge.offline")
+
+ACCOUNT = "000000000000"
+# The key the local functions sign with: the embedded endpoint lets it write while
+# draining. Any key works against local endpoints; this one is recognisable in logs.
+FUNCTIONS_KEY = "bridge-offline"
+PUBLISHER = FunctionSpec(
+    name="publisher",
+    handler="bridge.lambdas.publisher.handler",
+    pattern=None,
+    retry_attempts=0,
+    timeout=60,
+)
+
+
+@dataclass
+class OfflineOptions:
+    stage: str = "local"
+    host: str = "127.0.0.1"
+    dynamodb_port: int = 8000
+    events_port: int = 4010
+    ws_port: int = 3001
+    dynamodb_endpoint: str | None = None  # the user's own (DynamoDB Local) instead of moto
+    db: Path = Path("db")
+    config: Path | None = None
+    region: str = DEFAULT_REGION
+    batch_window: float = 0.0
+    idle_timeout: float = 600.0
+    max_connection_age: float = 7200.0
+    iam_auth: bool = False
+    ws_routes: dict[str, str] = field(default_factory=dict)  # route key → handler
+
+
+class LocalCloud:
+    """Start with ``await cloud.start()``, stop with ``await cloud.stop()``."""
+
+    def __init__(self, options: OfflineOptions, subscriptions: Subscriptions,
+                 project_root: Path) -> None:
+        self.options = options
+        self.subscriptions = subscriptions
+        self.project_root = project_root
+        self.embedded: EmbeddedDynamoDB | None = None
+        self.dynamodb_url = options.dynamodb_endpoint or ""
+        self.restored: dict[str, int] = {}
+        self._poll_task: asyncio.Task[None] | None = None
+        self._cleanups: list[Any] = []  # how to undo what started, in order
+
+    # ------------------------------------------------------------------ endpoints
+
+    @property
+    def events_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.events_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.options.host}:{self.options.ws_port}/{self.options.stage}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.ws_port}/{self.options.stage}"
+
+    def endpoint_variables(self) -> dict[str, str]:
+        """What points boto3 and the AWS CLI at this local cloud."""
+        return {
+            "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_url,
+            "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": self.dynamodb_url,
+            "AWS_ENDPOINT_URL_EVENTBRIDGE": self.events_url,
+            "AWS_ENDPOINT_URL_LAMBDA": self.events_url,
+            "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": self.management_url,
+            "AWS_DEFAULT_REGION": self.options.region,
+        }
+
+    def function_environment(self) -> dict[str, str]:
+        stage = self.options.stage
+        return {
+            **self.endpoint_variables(),
+            "AWS_REGION": self.options.region,
+            "AWS_ACCESS_KEY_ID": FUNCTIONS_KEY,
+            "AWS_SECRET_ACCESS_KEY": FUNCTIONS_KEY,
+            "DYNAMODB_LOGS_TABLE": log_table_name(stage),
+            "DYNAMODB_CORE_TABLE": core_table_name(stage),
+            "EVENT_BUS_NAME": BUS_NAME,
+            "STAGE": stage,
+        }
+
+    def _session(self) -> Any:
+        import boto3
+
+        return boto3.Session(aws_access_key_id=FUNCTIONS_KEY, aws_secret_access_key=FUNCTIONS_KEY,
+                             region_name=self.options.region)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        from bridge.archive import ArchiveWriter
+        from bridge.offline.bus import Bus, rules_from
+        from bridge.offline.events_api import EventsServer
+        from bridge.offline.runtime import FunctionRuntime
+        from bridge.store import create_tables
+
+        o = self.options
+        o.events_port = o.events_port or free_port(o.host)
+        o.ws_port = o.ws_port or free_port(o.host)
+        try:
+            if not o.dynamodb_endpoint:
+                self.embedded = EmbeddedDynamoDB(o.host, o.dynamodb_port, FUNCTIONS_KEY)
+                await asyncio.to_thread(self.embedded.start)
+                self._cleanups.append(self.embedded.stop)
+                self.dynamodb_url = self.embedded.url
+            session = self._session()
+            client = session.client("dynamodb", endpoint_url=self.dynamodb_url)
+            if self.embedded:
+                self.restored = await asyncio.to_thread(restore_tables, client, o.db)
+            dynamodb = session.resource("dynamodb", endpoint_url=self.dynamodb_url)
+            await asyncio.to_thread(create_tables, dynamodb, log_table_name(o.stage),
+                                    core_table_name(o.stage))
+
+            self.archive = await ArchiveWriter(o.db).start()
+            self._cleanups.append(self.archive.close)
+            self.runtime = FunctionRuntime(
+                [PUBLISHER, *self.subscriptions.functions.values(), *self._route_functions()],
+                project_root=self.project_root,
+                environment=self.function_environment(),
+                stage=o.stage,
+                region=o.region,
+                account=ACCOUNT,
+            )
+            await self.runtime.start()
+            self._cleanups.append(self.runtime.stop)
+            self.bus = Bus(
+                rules=rules_from(self.subscriptions, o.stage, o.region, ACCOUNT),
+                deliver=self.runtime.invoke_async,
+                archive=self.archive,
+                region=o.region,
+                account=ACCOUNT,
+            )
+            self.events = await EventsServer(self.bus, self.runtime, o.host, o.events_port).start()
+            self._cleanups.append(self.events.stop)
+            await self._start_gateway()
+            self.poller = StreamPoller(
+                dynamodb=client,
+                streams=session.client("dynamodbstreams", endpoint_url=self.dynamodb_url),
+                table_name=log_table_name(o.stage),
+                invoke=lambda event: self.runtime.invoke(PUBLISHER.name, event),
+                checkpoints=Checkpoints(o.db),
+                batch_window=o.batch_window,
+            )
+            self._poll_task = asyncio.create_task(self.poller.run(), name="stream-poller")
+        except BaseException:
+            await self._stop_started()
+            raise
+
+    def _route_functions(self) -> list[FunctionSpec]:
+        return [
+            FunctionSpec(name=_route_function(route), handler=handler, pattern=None,
+                         retry_attempts=0, timeout=29)
+            for route, handler in self.options.ws_routes.items()
+        ]
+
+    async def _start_gateway(self) -> None:
+        from bridge.offline.gateway import Gateway
+
+        o = self.options
+
+        async def invoke(route: str, event: dict[str, Any]) -> Any:
+            result = await self.runtime.invoke(_route_function(route), event)
+            if not result.ok:
+                raise RuntimeError(f"{result.error.get('errorType')}: "
+                                   f"{result.error.get('errorMessage')}")
+            return result.payload
+
+        self.gateway = Gateway(
+            stage=o.stage, invoke=invoke, routes=set(o.ws_routes), host=o.host, port=o.ws_port,
+            idle_timeout=o.idle_timeout, max_connection_age=o.max_connection_age,
+            iam_auth=o.iam_auth, credentials=(FUNCTIONS_KEY, FUNCTIONS_KEY) if o.iam_auth else None,
+            region=o.region,
+        )
+        await self.gateway.start()
+        self._cleanups.append(self.gateway.stop)
+
+    async def stop(self) -> dict[str, int]:
+        """Drain the pipeline, then stop; returns what the snapshot saved per table."""
+        saved: dict[str, int] = {}
+        if self._poll_task is None:
+            await self._stop_started()
+            return saved
+        await self.gateway.stop()
+        if self.embedded:
+            await asyncio.to_thread(self.embedded.close_writes)
+        self.poller.stop()
+        await self._poll_task
+        await self.poller.catch_up()
+        await self.runtime.drain()
+        await self.bus.close()
+        await self.archive.close()
+        await self.events.stop()
+        await self.runtime.stop()
+        self.poller.checkpoints.close()
+        if self.embedded:
+            client = self._session().client("dynamodb", endpoint_url=self.dynamodb_url)
+            saved = await asyncio.to_thread(save_tables, client, self.options.db)
+            await asyncio.to_thread(self.embedded.stop)
+        self._poll_task = None
+        self._cleanups.clear()
+        return saved
+
+    async def _stop_started(self) -> None:
+        for cleanup in reversed(self._cleanups):
+            result = cleanup()
+            if asyncio.iscoroutine(result):
+                await result
+        self._cleanups.clear()
+
+
+def _route_function(route: str) -> str:
+    """``$connect`` → ``ws-connect``: a function name Lambda would accept."""
+    return "ws-" + route.lstrip("$")
