@@ -359,3 +359,45 @@ def test_retry_errors_are_one_clear_line_and_change_nothing(core: Any) -> None:
     assert get_failure(core, "abc-1").status == "failed"  # not marked after a refusal
     assert get_failure(core, "abc-2").status == "retried"
     assert get_failure(core, "abc-2").retries == 2
+
+
+async def test_the_local_runtime_sends_exhausted_retries_to_the_recorder(core: Any) -> None:
+    """The whole path offline: the users handler fails, is retried, then recorded."""
+    from pathlib import Path
+
+    from bridge.core.subscriptions import FunctionSpec
+    from bridge.offline.runtime import FunctionRuntime
+
+    users = FunctionSpec(
+        name="users",
+        handler="bridge.lambdas.users_projection.handler",
+        pattern=None,
+        retry_attempts=1,
+        retry_delay_ms=20,
+        on_failure="failures",
+    )
+    failures = FunctionSpec(
+        name="failures", handler="bridge.lambdas.failures.handler", pattern=None
+    )
+    runtime = FunctionRuntime(
+        [users, failures],
+        project_root=Path(__file__).resolve().parent.parent,
+        environment={},  # the tables and endpoint come from this test's environment
+        stage="test",
+        max_concurrency=1,
+    )
+    event = users_event(id="offline", version=2)
+    await runtime.start()
+    try:
+        runtime.invoke_async("users", event)
+        await runtime.drain()
+    finally:
+        await runtime.stop()
+
+    [failure] = list_failures(core)
+    assert failure.function_name == "dynamodb-logs-test-users"
+    assert failure.condition == "RetriesExhausted" and failure.invoke_count == 2
+    assert failure.error_type == "MissingVersionsError"
+    assert failure.request_payload == event
+    assert len(assert_same_shape(failure.record, SEED_RECORD)) == 33
+    assert re.fullmatch(AWS_TIMESTAMP, failure.record["timestamp"])
