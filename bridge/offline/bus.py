@@ -1,0 +1,685 @@
+"""The local event bus: PutEvents as EventBridge does it, rules, the archive, replays.
+
+One bus (``dynamodb-log``) with one rule per subscriber of the subscriptions
+definition, each targeting one function. What happens to an entry mirrors
+EventBridge: it is validated on its own (a bad entry fails alone, with AWS's
+``ErrorCode``/``ErrorMessage``), gets an ``EventId``, becomes the envelope targets
+receive, is archived, and is handed to every rule whose pattern matches. Handing
+over goes through ``deliver(function, event)``, which must not block (the
+orchestrator passes the function runtime's ``invoke_async``): a bus never waits
+for a handler, exactly as ``PutEvents`` returns before any target ran.
+
+Replays read the SQLite archive back and re-dispatch its events with a top-level
+``replay-name``, only to the rules named in ``FilterArns`` (all rules when none),
+and never archive them again.
+
+Deliberate difference from AWS: an entry for a bus that does not exist fails with
+``InvalidArgument`` here, where AWS accepts it and drops the event silently — a
+typo in ``EventBusName`` should be loud on a laptop. Nothing else differs on
+purpose; AWS's archive delay (events reach an archive minutes late) is not emulated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import re
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from bridge import archive as archive_file
+from bridge.archive import ArchiveWriter
+from bridge.core.errors import BridgeError
+from bridge.core.events import (
+    ARCHIVE_NAME,
+    BUS_NAME,
+    MAX_ENTRIES_PER_PUT,
+    MAX_PUT_BYTES,
+    entry_size,
+    envelope,
+)
+from bridge.core.patterns import Pattern, validate_pattern
+
+if TYPE_CHECKING:
+    from bridge.core.subscriptions import Subscriptions
+
+logger = logging.getLogger("bridge.offline.bus")
+
+Deliver = Callable[[str, dict[str, Any]], Any]
+
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT = "000000000000"
+REPLAY_PAGE = 500  # archived events read per worker-thread call during a replay
+_REPLAY_NAME = re.compile(r"^[.\-_A-Za-z0-9]{1,64}$")
+
+
+class EventsError(BridgeError):
+    """An EventBridge API error: ``code`` is the AWS error code (``__type`` on the wire)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
+def _not_found(message: str) -> EventsError:
+    return EventsError("ResourceNotFoundException", message)
+
+
+def _invalid(message: str) -> EventsError:
+    return EventsError("ValidationException", message)
+
+
+# --------------------------------------------------------------------------- names
+
+
+def rule_name(stage: str, function: str) -> str:
+    """The rule of one subscriber, named like the CDK stack names it."""
+    return f"dynamodb-logs-{stage}-{function}"
+
+
+def bus_arn(region: str, account: str, bus: str = BUS_NAME) -> str:
+    return f"arn:aws:events:{region}:{account}:event-bus/{bus}"
+
+
+def rule_arn(region: str, account: str, name: str, bus: str = BUS_NAME) -> str:
+    """Rules on a custom bus carry the bus in their ARN: ``rule/{bus}/{name}``."""
+    return f"arn:aws:events:{region}:{account}:rule/{bus}/{name}"
+
+
+def archive_arn(region: str, account: str, name: str = ARCHIVE_NAME) -> str:
+    return f"arn:aws:events:{region}:{account}:archive/{name}"
+
+
+def replay_arn(region: str, account: str, name: str) -> str:
+    return f"arn:aws:events:{region}:{account}:replay/{name}"
+
+
+def function_arn(region: str, account: str, stage: str, function: str) -> str:
+    return f"arn:aws:lambda:{region}:{account}:function:dynamodb-logs-{stage}-{function}"
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the bus: a validated pattern and the function it invokes."""
+
+    name: str
+    pattern: dict[str, Any]
+    target: str  # the function's short name, as ``deliver`` expects it
+    arn: str
+    target_arn: str | None = None  # the Lambda ARN ListTargetsByRule shows
+    description: str = ""
+    compiled: Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        checked = validate_pattern(self.pattern)  # PatternError names the bad field
+        object.__setattr__(self, "pattern", checked)
+        object.__setattr__(self, "compiled", Pattern(checked))
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        return self.compiled.matches(event)
+
+
+def rules_from(
+    subscriptions: Subscriptions,
+    stage: str,
+    region: str = DEFAULT_REGION,
+    account: str = DEFAULT_ACCOUNT,
+    bus: str = BUS_NAME,
+) -> list[Rule]:
+    """One rule per subscriber (function with a pattern), in definition order."""
+    rules = []
+    for spec in subscriptions.subscribers:
+        name = rule_name(stage, spec.name)
+        rules.append(
+            Rule(
+                name=name,
+                pattern=dict(spec.pattern or {}),
+                target=spec.name,
+                arn=rule_arn(region, account, name, bus),
+                target_arn=function_arn(region, account, stage, spec.name),
+                description=f"{spec.name}: {spec.handler}",
+            )
+        )
+    return rules
+
+
+# --------------------------------------------------------------------------- replays
+
+
+class ReplayState(StrEnum):
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    CANCELLING = "CANCELLING"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+
+
+_FINAL = {ReplayState.COMPLETED, ReplayState.CANCELLED, ReplayState.FAILED}
+
+
+@dataclass
+class Replay:
+    """One replay and its progress, as DescribeReplay reports it."""
+
+    name: str
+    arn: str
+    source_arn: str
+    start: datetime
+    end: datetime
+    destination_arn: str
+    filter_arns: list[str]
+    description: str = ""
+    state: ReplayState = ReplayState.STARTING
+    state_reason: str | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ended_at: datetime | None = None
+    last_replayed: datetime | None = None
+    replayed: int = 0  # events re-dispatched (not an AWS field)
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.state in _FINAL
+
+    def summary(self) -> dict[str, Any]:
+        """The ListReplays entry (datetimes stay datetimes; the API serialises them)."""
+        item: dict[str, Any] = {
+            "ReplayName": self.name,
+            "EventSourceArn": self.source_arn,
+            "State": self.state.value,
+            "EventStartTime": self.start,
+            "EventEndTime": self.end,
+            "ReplayStartTime": self.started_at,
+        }
+        if self.state_reason:
+            item["StateReason"] = self.state_reason
+        if self.last_replayed is not None:
+            item["EventLastReplayedTime"] = self.last_replayed
+        if self.ended_at is not None:
+            item["ReplayEndTime"] = self.ended_at
+        return item
+
+    def describe(self) -> dict[str, Any]:
+        """The DescribeReplay response."""
+        destination: dict[str, Any] = {"Arn": self.destination_arn}
+        if self.filter_arns:
+            destination["FilterArns"] = list(self.filter_arns)
+        return {
+            **self.summary(),
+            "ReplayArn": self.arn,
+            "Description": self.description,
+            "Destination": destination,
+        }
+
+
+# --------------------------------------------------------------------------- the bus
+
+
+def _entry_error(code: str, message: str) -> dict[str, str]:
+    return {"ErrorCode": code, "ErrorMessage": message}
+
+
+def _required(field_name: str) -> dict[str, str]:
+    return _entry_error(
+        "InvalidArgument",
+        f"Parameter {field_name} is not valid. Reason: {field_name} is a required argument.",
+    )
+
+
+def _as_time(value: Any) -> datetime | None:
+    """An entry's ``Time``: epoch seconds on the wire (boto3, CLI), a datetime in-process."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        return archive_file.from_iso(archive_file.to_iso(value))
+    raise BridgeError(f"not a time: {value!r}")
+
+
+def _request_size(entries: Iterable[dict[str, Any]]) -> int:
+    """Total entry size as AWS counts it; fields of the wrong type count as their text."""
+    total = 0
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue  # refused entry by entry later
+        clean = {
+            key: value if isinstance(value, str) else json.dumps(value)
+            for key, value in entry.items()
+            if key in ("Source", "DetailType", "Detail") and value is not None
+        }
+        resources = entry.get("Resources")
+        if isinstance(resources, list):
+            clean["Resources"] = [str(item) for item in resources]
+        if entry.get("Time") is not None:
+            clean["Time"] = "t"
+        total += entry_size(clean)
+    return total
+
+
+class Bus:
+    """One EventBridge bus in memory, dispatching to functions through ``deliver``."""
+
+    def __init__(
+        self,
+        name: str = BUS_NAME,
+        *,
+        rules: Iterable[Rule],
+        deliver: Deliver,
+        archive: ArchiveWriter | None = None,
+        region: str = DEFAULT_REGION,
+        account: str = DEFAULT_ACCOUNT,
+    ) -> None:
+        self.name = name
+        self.region = region
+        self.account = account
+        self.rules: dict[str, Rule] = {}
+        for rule in rules:
+            if rule.name in self.rules:
+                raise BridgeError(f"two rules are named {rule.name}")
+            self.rules[rule.name] = rule
+        self.deliver = deliver
+        self.archive = archive
+        self.created = datetime.now(UTC)
+        self.replays: dict[str, Replay] = {}
+        self.accepted = 0  # entries accepted by put_events
+        self.rejected = 0  # entries failed by put_events
+        self.deliveries = 0  # (event, rule) pairs handed to deliver, replays included
+
+    # ----------------------------------------------------------------- identity
+
+    @property
+    def arn(self) -> str:
+        return bus_arn(self.region, self.account, self.name)
+
+    @property
+    def archive_arn(self) -> str:
+        return archive_arn(self.region, self.account)
+
+    def is_me(self, name_or_arn: str | None) -> bool:
+        """Whether an ``EventBusName`` (a name or an ARN; None means ``default``) is this bus."""
+        return (name_or_arn or "default") in (self.name, self.arn)
+
+    def check_bus(self, name_or_arn: str | None) -> None:
+        if not self.is_me(name_or_arn):
+            raise _not_found(f"Event bus {name_or_arn or 'default'} does not exist.")
+
+    def describe(self) -> dict[str, Any]:
+        """The DescribeEventBus response (and the ListEventBuses entry)."""
+        return {
+            "Name": self.name,
+            "Arn": self.arn,
+            "CreationTime": self.created,
+            "LastModifiedTime": self.created,
+        }
+
+    # ----------------------------------------------------------------- rules
+
+    def list_rules(self, name_prefix: str | None = None) -> list[Rule]:
+        return [rule for name, rule in self.rules.items() if name.startswith(name_prefix or "")]
+
+    def rule(self, name: str) -> Rule:
+        found = self.rules.get(name)
+        if found is None:
+            raise _not_found(f"Rule {name} does not exist on EventBus {self.name}.")
+        return found
+
+    def describe_rule(self, rule: Rule) -> dict[str, Any]:
+        """The ListRules entry / DescribeRule response of one rule."""
+        return {
+            "Name": rule.name,
+            "Arn": rule.arn,
+            "EventPattern": json.dumps(rule.pattern, separators=(",", ":")),
+            "State": "ENABLED",
+            "Description": rule.description,
+            "EventBusName": self.name,
+        }
+
+    def targets(self, rule: Rule) -> list[dict[str, Any]]:
+        """ListTargetsByRule: the one function a rule invokes."""
+        return [{"Id": rule.target, "Arn": rule.target_arn or rule.target}]
+
+    # ----------------------------------------------------------------- PutEvents
+
+    def put_events(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Accept what is valid, fail the rest entry by entry; results in request order.
+
+        Raises :class:`EventsError` (``ValidationException``) for what fails the whole
+        request in AWS: no entries, more than 10, more than 256 KB in total.
+        """
+        if not entries:
+            raise _invalid(
+                "1 validation error detected: Value '[]' at 'entries' failed to satisfy "
+                "constraint: Member must have length greater than or equal to 1"
+            )
+        if len(entries) > MAX_ENTRIES_PER_PUT:
+            raise _invalid(
+                "1 validation error detected: Value '[PutEventsRequestEntry]' at 'entries' "
+                "failed to satisfy constraint: Member must have length less than or equal "
+                f"to {MAX_ENTRIES_PER_PUT}"
+            )
+        if _request_size(entries) > MAX_PUT_BYTES:
+            raise _invalid("Total size of the entries in the request is over the limit.")
+        results = [self._put_one(entry) for entry in entries]
+        failed = sum(1 for result in results if "ErrorCode" in result)
+        self.accepted += len(results) - failed
+        self.rejected += failed
+        return results
+
+    def _put_one(self, entry: dict[str, Any]) -> dict[str, Any]:
+        problem = self._check_entry(entry)
+        if problem is not None:
+            return problem
+        try:
+            when = _as_time(entry.get("Time"))
+        except BridgeError:
+            return _entry_error(
+                "InvalidArgument", "Parameter Time is not valid. Reason: Time is malformed."
+            )
+        event = envelope(entry, account=self.account, region=self.region, time=when)
+        if self.archive is not None:
+            try:
+                self.archive.add(event)
+            except RuntimeError as error:  # closed during shutdown: deliver all the same
+                logger.error("event %s not archived: %s", event["id"], error)
+        self._dispatch(event, self.rules.values())
+        return {"EventId": event["id"]}
+
+    def _check_entry(self, entry: Any) -> dict[str, str] | None:
+        """AWS's per-entry checks, in AWS's order; None when the entry is fine."""
+        if not isinstance(entry, dict):
+            return _entry_error("InvalidArgument", "Parameter Entry is not valid.")
+        for name in ("Source", "DetailType", "Detail"):
+            value = entry.get(name)
+            if not value or not isinstance(value, str):
+                return _required(name)
+        try:
+            detail = json.loads(entry["Detail"])
+        except ValueError:
+            detail = None
+        if not isinstance(detail, dict):
+            return _entry_error("MalformedDetail", "Detail is malformed.")
+        if entry["Source"].startswith("aws."):
+            return _entry_error("NotAuthorizedForSourceException", "Not authorized for the source.")
+        resources = entry.get("Resources")
+        if resources is not None and (
+            not isinstance(resources, list) or not all(isinstance(r, str) for r in resources)
+        ):
+            return _entry_error(
+                "InvalidArgument", "Parameter Resources is not valid. Reason: not a list of ARNs."
+            )
+        bus = entry.get("EventBusName")
+        if not self.is_me(bus):
+            return _entry_error(
+                "InvalidArgument",
+                f"Parameter EventBusName is not valid. Reason: Event bus {bus or 'default'} "
+                f"does not exist (the local bus is {self.name}).",
+            )
+        return None
+
+    def _dispatch(self, event: dict[str, Any], rules: Iterable[Rule]) -> int:
+        """Hand the event to the target of every matching rule; returns how many."""
+        sent = 0
+        for rule in rules:
+            try:
+                matched = rule.matches(event)
+            except Exception as error:  # a pattern bug must not lose the other rules
+                logger.error(
+                    "rule %s: pattern failed on event %s: %s", rule.name, event.get("id"), error
+                )
+                continue
+            if not matched:
+                continue
+            try:
+                self.deliver(rule.target, copy.deepcopy(event))
+                sent += 1
+            except Exception as error:  # accepted is accepted: PutEvents does not fail
+                logger.error(
+                    "rule %s: could not deliver event %s to %s: %s",
+                    rule.name,
+                    event["id"],
+                    rule.target,
+                    error,
+                )
+        self.deliveries += sent
+        return sent
+
+    # ----------------------------------------------------------------- archive
+
+    def _check_archive(self, name: str) -> ArchiveWriter:
+        if self.archive is None or name != ARCHIVE_NAME:
+            raise _not_found(f"Archive {name} does not exist.")
+        return self.archive
+
+    async def describe_archive(self, name: str = ARCHIVE_NAME) -> dict[str, Any]:
+        """The DescribeArchive response; counts are read from the SQLite file."""
+        writer = self._check_archive(name)
+        await writer.flush()
+        count, size = await asyncio.to_thread(
+            lambda: (archive_file.count(writer.path), archive_file.size_bytes(writer.path))
+        )
+        return {
+            "ArchiveArn": self.archive_arn,
+            "ArchiveName": ARCHIVE_NAME,
+            "EventSourceArn": self.arn,
+            "Description": f"every event of {self.name}, in the SQLite file {writer.path}",
+            "State": "ENABLED",
+            "RetentionDays": 0,
+            "SizeBytes": size,
+            "EventCount": count,
+            "CreationTime": self.created,
+        }
+
+    async def list_archives(
+        self,
+        name_prefix: str | None = None,
+        source_arn: str | None = None,
+        state: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """ListArchives: the one archive, if it passes the filters."""
+        if sum(value is not None for value in (name_prefix, source_arn, state)) > 1:
+            raise _invalid(
+                "At most one filter is allowed for ListArchives. "
+                "Use either : State, EventSourceArn, or NamePrefix."
+            )
+        if self.archive is None:
+            return []
+        if name_prefix is not None and not ARCHIVE_NAME.startswith(name_prefix):
+            return []
+        if source_arn is not None and source_arn != self.arn:
+            return []
+        if state is not None and state != "ENABLED":
+            return []
+        full = await self.describe_archive()
+        hidden = ("ArchiveArn", "Description")
+        return [{key: value for key, value in full.items() if key not in hidden}]
+
+    # ----------------------------------------------------------------- replays
+
+    async def start_replay(
+        self,
+        name: str,
+        archive_arn: str,
+        start: datetime,
+        end: datetime,
+        destination_arn: str,
+        filter_arns: list[str] | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """StartReplay: checks like AWS, then replays in the background (STARTING → …)."""
+        if not _REPLAY_NAME.match(name or ""):
+            raise _invalid(
+                f"1 validation error detected: Value '{name}' at 'replayName' failed to satisfy "
+                "constraint: Member must satisfy regular expression pattern: [\\.\\-_A-Za-z0-9]+"
+            )
+        if archive_arn != self.archive_arn or self.archive is None:
+            archive_name = archive_arn.rsplit("/", 1)[-1]
+            raise _invalid(
+                f"Parameter EventSourceArn is not valid. Reason: Archive {archive_name} "
+                "does not exist."
+            )
+        if destination_arn != self.arn:
+            raise _invalid(
+                "Parameter Destination.Arn is not valid. Reason: Cross event bus replay is "
+                "not permitted."
+            )
+        start, end = _utc(start), _utc(end)
+        if start >= end:
+            raise _invalid(
+                "Parameter EventEndTime is not valid. Reason: EventStartTime must be before "
+                "EventEndTime."
+            )
+        known = {rule.arn for rule in self.rules.values()}
+        for arn in filter_arns or []:
+            if arn not in known:
+                raise _invalid(
+                    f"Parameter Destination.FilterArns is not valid. Reason: Rule {arn} does "
+                    f"not exist on EventBus {self.name}."
+                )
+        if name in self.replays:
+            raise EventsError("ResourceAlreadyExistsException", f"Replay {name} already exists.")
+        replay = Replay(
+            name=name,
+            arn=replay_arn(self.region, self.account, name),
+            source_arn=archive_arn,
+            start=start,
+            end=end,
+            destination_arn=destination_arn,
+            filter_arns=list(filter_arns or []),
+            description=description,
+        )
+        self.replays[name] = replay
+        replay.task = asyncio.create_task(self._replay(replay), name=f"replay-{name}")
+        replay.task.add_done_callback(lambda task: _settle(replay, task))
+        return {
+            "ReplayArn": replay.arn,
+            "State": replay.state.value,
+            "ReplayStartTime": replay.started_at,
+        }
+
+    def replay(self, name: str) -> Replay:
+        found = self.replays.get(name)
+        if found is None:
+            raise _not_found(f"Replay {name} does not exist.")
+        return found
+
+    def describe_replay(self, name: str) -> dict[str, Any]:
+        return self.replay(name).describe()
+
+    def list_replays(
+        self,
+        name_prefix: str | None = None,
+        state: str | None = None,
+        source_arn: str | None = None,
+    ) -> list[dict[str, Any]]:
+        if sum(value is not None for value in (name_prefix, source_arn, state)) > 1:
+            raise _invalid(
+                "At most one filter is allowed for ListReplays. "
+                "Use either : State, EventSourceArn, or NamePrefix."
+            )
+        if state is not None and state not in ReplayState.__members__:
+            raise _invalid(
+                f"1 validation error detected: Value '{state}' at 'state' failed to satisfy "
+                f"constraint: Member must satisfy enum value set: {sorted(ReplayState.__members__)}"
+            )
+        return [
+            replay.summary()
+            for replay in self.replays.values()
+            if replay.name.startswith(name_prefix or "")
+            and (state is None or replay.state.value == state)
+            and (source_arn is None or replay.source_arn == source_arn)
+        ]
+
+    def cancel_replay(self, name: str) -> dict[str, Any]:
+        """CancelReplay: a replay that is still starting or running stops where it is."""
+        replay = self.replay(name)
+        if replay.state not in (ReplayState.STARTING, ReplayState.RUNNING):
+            raise EventsError(
+                "IllegalStatusException",
+                f"Replay {name} is not in a valid state for this operation.",
+            )
+        replay.state = ReplayState.CANCELLING
+        if replay.task is not None:
+            replay.task.cancel()
+        return {"ReplayArn": replay.arn, "State": replay.state.value}
+
+    async def wait_replay(self, name: str) -> Replay:
+        """Wait until a replay reached COMPLETED, CANCELLED or FAILED."""
+        replay = self.replay(name)
+        if replay.task is not None:
+            await asyncio.gather(replay.task, return_exceptions=True)
+        return replay
+
+    async def close(self) -> None:
+        """Stop replays still running (they end CANCELLED); the archive is the caller's."""
+        for replay in self.replays.values():
+            if not replay.done and replay.task is not None:
+                replay.task.cancel()
+        await asyncio.gather(
+            *(r.task for r in self.replays.values() if r.task is not None), return_exceptions=True
+        )
+
+    async def _replay(self, replay: Replay) -> None:
+        assert self.archive is not None
+        if replay.filter_arns:
+            rules = [rule for rule in self.rules.values() if rule.arn in replay.filter_arns]
+        else:
+            rules = list(self.rules.values())
+        where = archive_file.Filter.of(replay.start, replay.end)
+        path = self.archive.path
+        try:
+            await asyncio.sleep(0)  # StartReplay answers STARTING before any event moves
+            replay.state = ReplayState.RUNNING
+            await self.archive.flush()  # what PutEvents accepted so far is replayable
+            after: tuple[str, int] | None = None
+            while True:
+                page = await asyncio.to_thread(
+                    archive_file.read_page, path, where, after, REPLAY_PAGE
+                )
+                for row in page:
+                    event = dict(row.event)
+                    event["replay-name"] = replay.name
+                    self._dispatch(event, rules)  # never archived again
+                    replay.replayed += 1
+                    replay.last_replayed = archive_file.from_iso(row.created_at)
+                if len(page) < REPLAY_PAGE:
+                    break
+                after = (page[-1].created_at, page[-1].seq)
+                await asyncio.sleep(0)  # let PutEvents and deliveries run between pages
+            replay.state = ReplayState.COMPLETED
+            logger.info("replay %s: %d events replayed", replay.name, replay.replayed)
+        except asyncio.CancelledError:
+            replay.state = ReplayState.CANCELLED
+            replay.state_reason = "Replay cancelled"
+            raise
+        except (BridgeError, OSError, ValueError, sqlite3.Error) as error:
+            replay.state = ReplayState.FAILED
+            replay.state_reason = str(error)
+            logger.error("replay %s failed: %s", replay.name, error)
+        finally:
+            replay.ended_at = datetime.now(UTC)
+
+
+def _settle(replay: Replay, task: asyncio.Task[None]) -> None:
+    """A replay cancelled before its task ever ran still ends CANCELLED, not CANCELLING."""
+    if task.cancelled() and not replay.done:
+        replay.state = ReplayState.CANCELLED
+        replay.state_reason = "Replay cancelled"
+        replay.ended_at = replay.ended_at or datetime.now(UTC)
+
+
+def _utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
