@@ -1,0 +1,317 @@
+"""``bridge synth / deploy / destroy``: the logs stack through the CDK.
+
+Synthesis runs in this process (the CDK app is Python, :mod:`cloud_stack`) and needs
+no AWS access. Deploying and destroying hand the synthesized cloud assembly to the
+CDK CLI (``npx --yes aws-cdk@2 ... --app <assembly>``), pinned to major version 2 so
+that a CLI release cannot change the meaning of the templates under us.
+
+Before the CLI starts, every precondition a user can fix is checked and reported
+in one line (:class:`BridgeError`): the stage, Node.js/npx, AWS credentials and
+region, and the CDK bootstrap of the target account and region. The CLI would find
+the same problems, but minutes later and in a page of output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
+
+from bridge.core.errors import BridgeError
+from cloud_stack import names
+
+__all__ = [
+    "BOOTSTRAP_PARAMETER",
+    "CDK_CLI",
+    "DEFAULT_ARCHIVE_RETENTION_DAYS",
+    "Account",
+    "check_bootstrap",
+    "check_credentials",
+    "check_node",
+    "deploy",
+    "destroy",
+    "synth",
+]
+
+#: The CDK CLI package, pinned to the major version the templates are written for.
+CDK_CLI = "aws-cdk@2"
+#: Written by ``cdk bootstrap`` (default qualifier); its value is the bootstrap version.
+BOOTSTRAP_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
+#: Templates of the default synthesizer refuse older bootstrap stacks (CheckBootstrapVersion).
+MIN_BOOTSTRAP_VERSION = 6
+MIN_NODE_MAJOR = 18
+#: See cloud_stack.app (kept here too so importing this module never loads aws_cdk).
+DEFAULT_ARCHIVE_RETENTION_DAYS = 90
+
+
+@dataclass(frozen=True)
+class Account:
+    """Who the credentials belong to, and where the stack would go."""
+
+    account: str
+    arn: str
+    region: str
+    profile: str | None = None
+
+
+# --------------------------------------------------------------------------- synth
+
+
+def synth(
+    stage: str,
+    outdir: str | Path,
+    config_path: str | Path | None = None,
+    retention_days: int = DEFAULT_ARCHIVE_RETENTION_DAYS,
+    *,
+    retain_data: bool = True,
+) -> list[Path]:
+    """Write the cloud assembly of ``dynamodb-logs-{stage}`` to ``outdir``.
+
+    Returns the CloudFormation template files written. ``config_path`` is the
+    subscriptions definition (default: ./dynamodb-logs.toml, else the packaged one);
+    ``retention_days`` is the archive's retention, 0 keeps events forever.
+    """
+    names.check_stage(stage)
+    if retention_days < 0:
+        raise BridgeError("archive retention must be 0 (forever) or a number of days")
+    from bridge.subscriptions import load
+
+    subs = load(config_path)  # fails fast, before jsii starts
+    build_app, stage_code = _cdk_modules()
+    out = Path(outdir)
+    with tempfile.TemporaryDirectory(prefix="dynamodb-logs-code-") as staging:
+        code = stage_code(subs, Path(staging) / "code", extra_handlers=(names.PUBLISHER_HANDLER,))
+        app, _ = build_app(
+            stage,
+            subs,
+            code,
+            outdir=out,
+            archive_retention_days=retention_days,
+            retain_data=retain_data,
+        )
+        assembly = app.synth()  # copies the staged code into the assembly
+    return [Path(stack.template_full_path) for stack in assembly.stacks]
+
+
+def _cdk_modules() -> tuple[Any, Any]:
+    try:
+        from cloud_stack.app import build_app
+        from cloud_stack.assets import stage_code
+    except ImportError as error:
+        raise BridgeError(
+            f"the CDK libraries are missing ({error.name}): pip install 'dynamodb-logs-bridge[cdk]'"
+        ) from None
+    return build_app, stage_code
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_node() -> str:
+    """The path of ``npx``, after checking Node.js is there and recent enough."""
+    npx = shutil.which("npx")
+    node = shutil.which("node")
+    if npx is None or node is None:
+        raise BridgeError(
+            "Node.js (node and npx) not found on PATH: install Node.js 18 or newer "
+            "from https://nodejs.org to deploy with the AWS CDK"
+        )
+    try:
+        version = subprocess.run(
+            [node, "--version"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as error:
+        raise BridgeError(f"cannot run {node} --version: {error}") from None
+    found = re.match(r"v?(\d+)\.", version)
+    if found is None or int(found.group(1)) < MIN_NODE_MAJOR:
+        raise BridgeError(
+            f"Node.js {version or '(unknown version)'} is too old for the AWS CDK: "
+            f"install Node.js {MIN_NODE_MAJOR} or newer"
+        )
+    return npx
+
+
+def _session(profile: str | None, region: str | None) -> boto3.Session:
+    # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what the CDK and Lambda use
+    region = region or os.environ.get("AWS_REGION") or None
+    try:
+        session = boto3.Session(profile_name=profile, region_name=region)
+    except ProfileNotFound:
+        raise BridgeError(
+            f"AWS profile {profile!r} not found: check ~/.aws/config or pass another profile"
+        ) from None
+    if not session.region_name:
+        raise BridgeError(
+            "no AWS region: set AWS_REGION (or a region in your profile) or pass --region"
+        )
+    return session
+
+
+def check_credentials(profile: str | None = None, region: str | None = None) -> Account:
+    """Ask STS who we are; no credentials (or bad ones) end in one line saying what to do."""
+    session = _session(profile, region)
+    try:
+        identity = session.client("sts").get_caller_identity()
+    except (NoCredentialsError, PartialCredentialsError):
+        raise BridgeError(
+            "no AWS credentials found: export AWS_PROFILE (or AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY), run `aws sso login`, or pass --profile"
+        ) from None
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "error")
+        raise BridgeError(
+            f"AWS rejected the credentials ({code}): refresh them (e.g. `aws sso login`)"
+        ) from None
+    except BotoCoreError as error:
+        raise BridgeError(f"cannot reach AWS STS to check the credentials: {error}") from None
+    return Account(
+        account=identity["Account"],
+        arn=identity["Arn"],
+        region=str(session.region_name),
+        profile=profile,
+    )
+
+
+def check_bootstrap(account: Account) -> int | None:
+    """The CDK bootstrap version of the account and region; fails if it is not bootstrapped.
+
+    Returns None when the parameter cannot be read (access denied): principals that
+    deploy only through the bootstrap roles may not read SSM themselves, and the
+    CLI then checks the version with those roles.
+    """
+    session = _session(account.profile, account.region)
+    fix = f"run: npx --yes {CDK_CLI} bootstrap aws://{account.account}/{account.region}"
+    try:
+        response = session.client("ssm").get_parameter(Name=BOOTSTRAP_PARAMETER)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code == "ParameterNotFound":
+            raise BridgeError(
+                f"account {account.account} region {account.region} is not bootstrapped "
+                f"for the CDK: {fix}"
+            ) from None
+        if code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
+            return None
+        raise BridgeError(f"cannot read {BOOTSTRAP_PARAMETER}: {error}") from None
+    except BotoCoreError as error:
+        raise BridgeError(f"cannot reach AWS SSM to check the CDK bootstrap: {error}") from None
+    value = response["Parameter"]["Value"]
+    version = int(value) if value.isdigit() else 0
+    if version < MIN_BOOTSTRAP_VERSION:
+        raise BridgeError(
+            f"the CDK bootstrap of {account.account}/{account.region} is version {value}, "
+            f"older than {MIN_BOOTSTRAP_VERSION}: {fix}"
+        )
+    return version
+
+
+def _preflight(stage: str, profile: str | None, region: str | None) -> tuple[str, Account]:
+    names.check_stage(stage)
+    if stage == "local":
+        raise BridgeError(
+            "stage 'local' is the local cloud (`bridge offline`); deploy another stage to AWS"
+        )
+    npx = check_node()
+    account = check_credentials(profile, region)
+    check_bootstrap(account)
+    return npx, account
+
+
+# --------------------------------------------------------------------------- CLI runs
+
+
+@contextmanager
+def _assembly(outdir: str | Path | None) -> Iterator[Path]:
+    if outdir is not None:
+        yield Path(outdir)
+        return
+    with tempfile.TemporaryDirectory(prefix="dynamodb-logs-cdk-") as temporary:
+        yield Path(temporary)
+
+
+def _run_cdk(npx: str, account: Account, arguments: list[str]) -> None:
+    command = [npx, "--yes", CDK_CLI, *arguments]
+    if account.profile:
+        command += ["--profile", account.profile]
+    env = {
+        **os.environ,
+        "AWS_REGION": account.region,
+        "AWS_DEFAULT_REGION": account.region,
+        "CDK_DISABLE_VERSION_CHECK": "1",
+    }
+    try:
+        completed = subprocess.run(command, env=env, check=False)
+    except OSError as error:
+        raise BridgeError(f"cannot start the CDK CLI ({npx}): {error}") from None
+    if completed.returncode != 0:
+        raise BridgeError(
+            f"cdk {arguments[0]} failed (exit {completed.returncode}); see its output above"
+        )
+
+
+def deploy(
+    stage: str,
+    *,
+    config_path: str | Path | None = None,
+    retention_days: int = DEFAULT_ARCHIVE_RETENTION_DAYS,
+    retain_data: bool = True,
+    profile: str | None = None,
+    region: str | None = None,
+    outdir: str | Path | None = None,
+    approve: bool = False,
+) -> dict[str, str]:
+    """Deploy ``dynamodb-logs-{stage}`` and return the stack's outputs.
+
+    ``approve=True`` skips the CLI's confirmation of IAM changes (needed when stdin
+    is not a terminal); otherwise the CLI asks when permissions are broadened.
+    """
+    npx, account = _preflight(stage, profile, region)
+    stack = names.stack_name(stage)
+    with _assembly(outdir) as assembly, tempfile.TemporaryDirectory() as scratch:
+        synth(stage, assembly, config_path, retention_days, retain_data=retain_data)
+        outputs_file = Path(scratch) / "outputs.json"
+        arguments = ["deploy", stack, "--app", str(assembly), "--outputs-file", str(outputs_file)]
+        arguments += ["--require-approval", "never" if approve else "broadening"]
+        _run_cdk(npx, account, arguments)
+        try:
+            outputs = json.loads(outputs_file.read_text())
+        except (OSError, ValueError):
+            return {}
+    return {str(key): str(value) for key, value in outputs.get(stack, {}).items()}
+
+
+def destroy(
+    stage: str,
+    *,
+    config_path: str | Path | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    outdir: str | Path | None = None,
+) -> None:
+    """Delete ``dynamodb-logs-{stage}``.
+
+    Tables deployed with ``retain_data`` (the default) stay, with their data: the log
+    is the source of truth. Delete them with ``aws dynamodb delete-table`` if meant.
+    """
+    npx, account = _preflight(stage, profile, region)
+    stack = names.stack_name(stage)
+    with _assembly(outdir) as assembly:
+        synth(stage, assembly, config_path)
+        _run_cdk(npx, account, ["destroy", stack, "--app", str(assembly), "--force"])

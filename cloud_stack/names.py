@@ -1,0 +1,62 @@
+"""Names of the logs stack's resources, and the checks AWS would make on them.
+
+Pure (no ``aws_cdk``), so :mod:`bridge.deploy` can validate a stage before paying
+for a jsii start-up, and tests can name resources without synthesizing.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bridge.core.errors import ValidationError
+from bridge.core.events import ARCHIVE_NAME, BUS_NAME
+
+__all__ = [
+    "ARCHIVE_NAME",
+    "BUS_NAME",
+    "PUBLISHER",
+    "check_stage",
+    "core_table_name",
+    "function_name",
+    "log_table_name",
+    "stack_name",
+]
+
+PUBLISHER = "publisher"
+PUBLISHER_HANDLER = "bridge.lambdas.publisher.handler"
+# A stack name is letters, digits and hyphens; the stage is also part of table,
+# function and queue names, so it keeps to the characters all of them accept.
+_STAGE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$")
+_MAX_FUNCTION_NAME = 64  # Lambda's limit
+
+
+def check_stage(stage: str) -> str:
+    """Refuse a stage that would make an invalid stack, table or function name."""
+    if not _STAGE.match(stage):
+        raise ValidationError(
+            f"stage {stage!r}: use 1-32 letters, digits and hyphens (not at either end)"
+        )
+    return stage
+
+
+def stack_name(stage: str) -> str:
+    return f"dynamodb-logs-{stage}"
+
+
+def log_table_name(stage: str) -> str:
+    return f"{stage}-dynamodb-logs"
+
+
+def core_table_name(stage: str) -> str:
+    return f"{stage}-core"
+
+
+def function_name(stage: str, name: str) -> str:
+    """``dynamodb-logs-{stage}-{name}``, refused when longer than Lambda allows."""
+    full = f"dynamodb-logs-{stage}-{name}"
+    if len(full) > _MAX_FUNCTION_NAME:
+        raise ValidationError(
+            f"function name {full!r} is {len(full)} characters; Lambda allows "
+            f"{_MAX_FUNCTION_NAME}: shorten the stage or the function's name"
+        )
+    return full
