@@ -108,9 +108,12 @@ def _describe(db: Path) -> list[str]:
     return lines
 
 
+def _files(db: Path) -> list[Path]:
+    return [p for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
+
+
 def clean_local_data(db: Path, dynamodb_port: int, yes: bool) -> None:
-    files = [p for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
-    if not files:
+    if not db.exists():
         click.echo(f"nothing to clean: {db} does not exist")
         return
     try:
@@ -122,6 +125,7 @@ def clean_local_data(db: Path, dynamodb_port: int, yes: bool) -> None:
         contents = _describe(db)
     except sqlite3.Error as error:
         raise BridgeError(f"{db} is not a bridge database ({error}); remove it by hand") from None
+    files = _files(db)  # after reading: a WAL reader may have created -wal/-shm
     click.echo(f"{db} holds: " + ("; ".join(contents) if contents else "no data"))
     if not yes:
         if not sys.stdin.isatty():

@@ -218,9 +218,11 @@ class LocalCloud:
         await self._poll_task
         await self.poller.catch_up()
         await self.runtime.drain()
+        # No more PutEvents from outside; what the last handlers published still runs.
+        await self.events.stop()
+        await self.runtime.drain()
         await self.bus.close()
         await self.archive.close()
-        await self.events.stop()
         await self.runtime.stop()
         self.poller.checkpoints.close()
         if self.embedded:

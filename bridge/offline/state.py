@@ -44,11 +44,14 @@ class Checkpoints:
         self.conn = connect(path)
 
     def get(self, stream_arn: str, shard_id: str) -> tuple[str | None, bool]:
-        row = self.conn.execute(
+        # fetchall, not fetchone: an unfinished statement would keep a read snapshot
+        # open, and the next checkpoint write would then fail at once with "database
+        # is locked" (SQLITE_BUSY_SNAPSHOT) whenever the archive wrote meanwhile.
+        rows = self.conn.execute(
             "SELECT sequence_number, finished FROM checkpoints WHERE stream_arn=? AND shard_id=?",
             (stream_arn, shard_id),
-        ).fetchone()
-        return (row[0], bool(row[1])) if row else (None, False)
+        ).fetchall()
+        return (rows[0][0], bool(rows[0][1])) if rows else (None, False)
 
     def save(self, stream_arn: str, shard_id: str, sequence_number: str | None,
              finished: bool = False) -> None:

@@ -1,0 +1,70 @@
+"""Run `bridge offline` as a real subprocess on free ports, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from bridge.offline.dynamodb import free_port
+
+BRIDGE = Path(sys.executable).with_name("bridge")
+LOCAL_ENV = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class OfflineProcess:
+    def __init__(self, cwd: Path, *args: str, ports: dict[str, int] | None = None) -> None:
+        self.cwd = cwd
+        self.args = args
+        self.ports = ports or {
+            "dynamodb": free_port(), "events": free_port(), "ws": free_port(),
+        }
+        self.process: subprocess.Popen | None = None
+        self.started: dict = {}
+
+    @property
+    def dynamodb_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['dynamodb']}"
+
+    def start(self) -> OfflineProcess:
+        self.process = subprocess.Popen(
+            [str(BRIDGE), "offline", "--json",
+             "--dynamodb-port", str(self.ports["dynamodb"]),
+             "--events-port", str(self.ports["events"]),
+             "--ws-port", str(self.ports["ws"]), *self.args],
+            cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **LOCAL_ENV},
+        )
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bridge offline did not start: {self.process.stderr.read()}")
+        self.started = json.loads(line)
+        return self
+
+    def stop(self, timeout: float = 120) -> dict:
+        """Ctrl-C, wait for the clean shutdown, return its summary."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        try:
+            out, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, err = self.process.communicate()
+            raise AssertionError(f"bridge offline did not stop in {timeout} s:\n{err}") from None
+        assert self.process.returncode == 0, err
+        return json.loads(out.strip().splitlines()[-1])["stopped"]
+
+    def __enter__(self) -> OfflineProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

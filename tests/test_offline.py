@@ -1,0 +1,230 @@
+"""`bridge offline` end to end: real processes, real sockets, the AWS CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from offline_process import BRIDGE, LOCAL_ENV, OfflineProcess
+
+from bridge.archive import count, iter_events
+from bridge.offline.dynamodb import free_port
+
+AWS = Path(sys.executable).with_name("aws")
+SEED_ITEM = {
+    "pk": {"S": "users#12#stream"},
+    "sk": {"N": "1"},
+    "type": {"S": "signup"},
+    "log": {"S": "users"},
+    "payload": {"M": {
+        "id": {"S": "12"},
+        "name": {"S": "test"},
+        "email": {"S": "test@example.com"},
+    }},
+}
+
+
+def aws_put_item(endpoint: str) -> subprocess.CompletedProcess:
+    """The seed's offline example, as written (the AWS CLI, --endpoint)."""
+    return subprocess.run(
+        [str(AWS), "dynamodb", "put-item", "--table-name", "local-dynamodb-logs",
+         "--item", json.dumps(SEED_ITEM),
+         "--condition-expression", "attribute_not_exists(pk)", "--endpoint", endpoint],
+        capture_output=True, text=True, env={**os.environ, **LOCAL_ENV}, timeout=60,
+    )
+
+
+def wait_for(check, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    return check()
+
+
+def dynamodb(url: str):
+    return boto3.resource("dynamodb", endpoint_url=url, region_name="us-east-1",
+                          aws_access_key_id="local", aws_secret_access_key="local")
+
+
+def test_seed_offline_example_reaches_the_handler_and_the_archive(tmp_path):
+    with OfflineProcess(tmp_path) as offline:
+        endpoint = offline.dynamodb_url.replace("127.0.0.1", "localhost")
+        first = aws_put_item(endpoint)
+        assert first.returncode == 0, first.stderr
+        core = dynamodb(offline.dynamodb_url).Table("local-core")
+        user = wait_for(lambda: core.get_item(Key={"pk": "users#12", "sk": "profile"}).get("Item"))
+        assert user["name"] == "test" and user["email"] == "test@example.com"
+        assert wait_for(lambda: count(tmp_path / "db") == 1)
+
+        again = aws_put_item(endpoint)
+        assert again.returncode != 0
+        assert "ConditionalCheckFailedException" in again.stderr
+        summary = offline.stop()
+    assert summary["published"] == 1
+    events = list(iter_events(tmp_path / "db"))
+    assert len(events) == 1  # the failed put published nothing
+    assert events[0]["source"] == "dynamodb-log"
+    assert events[0]["detail"]["key"] == {"pk": "users#12#stream", "sk": 1}
+    assert events[0]["detail"]["payload"] == {"id": "12", "name": "test",
+                                              "email": "test@example.com"}
+
+
+FAILING_CONFIG = """
+[functions.flaky]
+handler = "always_fails.handler"
+pattern = { source = ["dynamodb-log"], detail = { log = ["orders"] } }
+retry_attempts = 2
+retry_delay_ms = 300
+on_failure = "failures"
+
+[functions.failures]
+handler = "bridge.lambdas.failures.handler"
+"""
+
+FAILING_HANDLER = '''
+import json, os, time
+
+def handler(event, context):
+    with open(os.environ["CALLS_FILE"], "a") as calls:
+        calls.write(json.dumps({"t": time.time(), "id": event["id"]}) + "\\n")
+    raise ValueError("order " + event["detail"]["payload"]["id"] + " cannot be handled")
+'''
+
+
+def test_retries_then_on_failure_record_in_the_seed_format(tmp_path):
+    (tmp_path / "dynamodb-logs.toml").write_text(FAILING_CONFIG.replace(
+        'on_failure = "failures"', 'on_failure = "failures"\nenvironment = { CALLS_FILE = "'
+        + str(tmp_path / "calls.jsonl") + '" }'))
+    (tmp_path / "always_fails.py").write_text(FAILING_HANDLER)
+    with OfflineProcess(tmp_path) as offline:
+        store_table = dynamodb(offline.dynamodb_url).Table("local-dynamodb-logs")
+        from bridge.store import LogStore
+
+        LogStore(store_table).append("orders", "o1", "placed", {"id": "o1", "total": 9.5})
+        core = dynamodb(offline.dynamodb_url).Table("local-core")
+
+        def failures():
+            return [i for i in core.scan()["Items"] if i["pk"].startswith("failure#")]
+
+        stored = wait_for(failures, timeout=30)
+        offline.stop()
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert len(calls) == 3  # the attempt and 2 retries
+    gaps = [b["t"] - a["t"] for a, b in zip(calls, calls[1:], strict=False)]
+    assert all(gap >= 0.3 for gap in gaps), gaps
+    assert len(stored) == 1
+    record = stored[0]["record"]
+    record = json.loads(record) if isinstance(record, str) else record
+    assert set(record) == {"version", "timestamp", "requestContext", "requestPayload",
+                           "responseContext", "responsePayload"}
+    assert record["version"] == "1.0"
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert int(record["requestContext"]["approximateInvokeCount"]) == 3
+    assert record["requestContext"]["functionArn"].endswith(
+        ":function:dynamodb-logs-local-flaky:$LATEST")
+    assert set(record["requestContext"]) == {"requestId", "functionArn", "condition",
+                                             "approximateInvokeCount"}
+    payload = record["requestPayload"]
+    assert payload["source"] == "dynamodb-log" and payload["detail-type"] == "stream changes"
+    assert payload["detail"]["key"] == {"pk": "orders#o1#stream", "sk": 1}
+    assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST",
+                                         "functionError": "Unhandled"}
+    assert record["responsePayload"]["errorType"] == "ValueError"
+    assert record["responsePayload"]["errorMessage"] == "order o1 cannot be handled"
+    assert isinstance(record["responsePayload"]["trace"], list)
+
+
+def test_bad_subscriptions_file_is_refused_at_start_with_file_and_reason(tmp_path):
+    bad = tmp_path / "dynamodb-logs.toml"
+    bad.write_text('[functions.users]\nhandler = "bridge.lambdas.users_projection.handler"\n'
+                   'pattern = { source = "dynamodb-log" }\n')
+    result = subprocess.run([str(BRIDGE), "offline", "--dynamodb-port", str(free_port())],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"{bad}:3:" in result.stderr and "functions.users.pattern" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "db").exists()  # nothing written
+
+
+def test_port_in_use_is_one_line(tmp_path):
+    with OfflineProcess(tmp_path) as running:
+        result = subprocess.run(
+            [str(BRIDGE), "offline", "--dynamodb-port", str(running.ports["dynamodb"]),
+             "--events-port", str(free_port()), "--ws-port", str(free_port()), "--db",
+             str(tmp_path / "other.db")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert result.stderr.strip() == (
+            f"error: port {running.ports['dynamodb']} on 127.0.0.1 is already in use; "
+            "pick another with the port option")
+        running.stop()
+
+
+@pytest.mark.slow
+def test_restart_in_the_middle_of_5000_appends_loses_and_duplicates_nothing(tmp_path):
+    """Stop offline while appends flow, start it again: every item kept, each event
+    published exactly once; then `bridge clean` leaves nothing behind."""
+    from botocore.config import Config
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from bridge.core.errors import ConcurrencyError
+    from bridge.store import LogStore
+
+    total, streams = 5000, 50
+    offline = OfflineProcess(tmp_path).start()
+    table = boto3.resource(
+        "dynamodb", endpoint_url=offline.dynamodb_url, region_name="us-east-1",
+        aws_access_key_id="local", aws_secret_access_key="local",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=10),
+    ).Table("local-dynamodb-logs")
+    store = LogStore(table)
+    restarted = False
+    written = 0
+    while written < total:
+        id, version = f"o{written % streams}", written // streams
+        payload = {"id": id, "n": written}
+        if written == total // 3 and not restarted:
+            offline.stop()  # Ctrl-C in the middle of the stream of appends
+            offline = OfflineProcess(tmp_path, ports=offline.ports).start()
+            restarted = True
+        try:
+            store.append("orders", id, "placed", payload, expected_version=version)
+        except ConcurrencyError:
+            # our earlier attempt landed before the connection dropped: same payload?
+            stored = next(store.read("orders", id, after=version))
+            assert stored.payload == payload
+        except (ClientError, EndpointConnectionError):
+            time.sleep(0.2)
+            continue
+        written += 1
+    assert restarted
+    assert offline.started["restored"]["local-dynamodb-logs"] > 0
+    final = offline.stop()
+    assert final["saved_tables"]["local-dynamodb-logs"] == total
+
+    events = list(iter_events(tmp_path / "db"))
+    keys = [(e["detail"]["key"]["pk"], e["detail"]["key"]["sk"]) for e in events]
+    assert len(keys) == total
+    assert len(set(keys)) == total  # each published exactly once
+
+    with OfflineProcess(tmp_path) as again:  # the table still holds every item
+        check = LogStore(dynamodb(again.dynamodb_url).Table("local-dynamodb-logs"))
+        assert sum(len(check.versions("orders", f"o{i}")) for i in range(streams)) == total
+        again.stop()
+
+    cleaned = subprocess.run([str(BRIDGE), "clean", "--yes"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "table local-dynamodb-logs (5000 items)" in cleaned.stdout
+    assert f"{total} archived events" in cleaned.stdout
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("db")) == []
