@@ -29,6 +29,7 @@ from bridge.aws import Target
 from bridge.core.errors import BridgeError, ValidationError
 
 console = Console(stderr=True)
+LOCAL_LAMBDA = "http://127.0.0.1:4010"  # bridge offline serves the Lambda Invoke API here
 
 
 def aws_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -293,6 +294,150 @@ def clean(db: Path, dynamodb_port: int, yes: bool) -> None:
     from bridge.offline.cli_runner import clean_local_data
 
     clean_local_data(db, dynamodb_port, yes)
+
+
+@cli.group()
+def failures() -> None:
+    """Show and re-drive the failure records of subscribers whose retries ran out."""
+
+
+@failures.command("list")
+@aws_options
+def failures_list(target: Target, as_json: bool) -> None:
+    """List stored failure records, oldest first.
+
+    \b
+    Example:
+      bridge failures list
+      bridge failures list --stage dev --profile prod-readonly --json
+    """
+    from bridge.failures import list_failures
+
+    found = list_failures(target.dynamodb().Table(target.core_table))
+    if as_json:
+        for failure in found:
+            emit(failure.to_json())
+        return
+    if not found:
+        click.echo(f"no failures in {target.core_table}")
+        return
+    table = Table("request id", "function", "when", "attempts", "error", "status")
+    for f in found:
+        table.add_row(f.request_id, f.function_name, f.timestamp, str(f.invoke_count),
+                      f"{f.error_type}: {f.error_message}", f.status)
+    Console().print(table)
+
+
+@failures.command("retry")
+@click.argument("request_id")
+@click.option("--lambda-endpoint-url",
+              help="Lambda endpoint (default for a local stage: bridge offline's :4010).")
+@aws_options
+def failures_retry(target: Target, as_json: bool, request_id: str,
+                   lambda_endpoint_url: str | None) -> None:
+    """Invoke the failed function again (asynchronously) with the original event.
+
+    \b
+    Example:
+      bridge failures retry 3f2a9c1e       (a unique prefix of the request id is enough)
+    """
+    from bridge.failures import retry_failure
+
+    if lambda_endpoint_url is None and target.local_endpoint:
+        lambda_endpoint_url = LOCAL_LAMBDA
+    result = retry_failure(
+        target.dynamodb().Table(target.core_table),
+        target.client("lambda", endpoint_url=lambda_endpoint_url),
+        request_id,
+    )
+    if as_json:
+        emit(result)
+    else:
+        click.echo(f"re-invoked {result.get('functionName', '')} with request "
+                   f"{result.get('requestId', request_id)}")
+
+
+def stack_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """What synth, deploy and destroy share."""
+    for option in reversed([
+        click.option("--stage", required=True, help="The stage to build (e.g. dev, prod)."),
+        click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Subscriptions definition (default: ./dynamodb-logs.toml)."),
+    ]):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@stack_options
+@click.option("--out", "outdir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("cdk.out"), show_default=True, help="Where templates go.")
+@click.option("--archive-retention-days", type=click.IntRange(min=0), default=90,
+              show_default=True, help="Archive retention; 0 keeps events forever.")
+@click.option("--no-retain-data", is_flag=True, help="Delete the tables with the stack.")
+@click.option("--json", "as_json", is_flag=True, help="Print the template paths as JSON.")
+def synth(stage: str, config: Path | None, outdir: Path, archive_retention_days: int,
+          no_retain_data: bool, as_json: bool) -> None:
+    """Write the CloudFormation templates of dynamodb-logs-{stage} (no AWS needed).
+
+    \b
+    Example:
+      bridge synth --stage dev --out cdk.out
+    """
+    from bridge.deploy import synth as synthesize
+
+    templates = synthesize(stage, outdir, config, archive_retention_days,
+                           retain_data=not no_retain_data)
+    if as_json:
+        emit({"templates": [str(t) for t in templates]})
+    else:
+        for template in templates:
+            click.echo(template)
+
+
+@cli.command()
+@stack_options
+@click.option("--profile", help="AWS profile to deploy with.")
+@click.option("--region", help="AWS region (default: the profile's).")
+@click.option("--archive-retention-days", type=click.IntRange(min=0), default=90,
+              show_default=True)
+@click.option("--yes", is_flag=True, help="Approve IAM changes without asking.")
+@click.option("--json", "as_json", is_flag=True, help="Print the stack outputs as JSON.")
+def deploy(stage: str, config: Path | None, profile: str | None, region: str | None,
+           archive_retention_days: int, yes: bool, as_json: bool) -> None:
+    """Deploy dynamodb-logs-{stage} to AWS with the CDK CLI (through npx).
+
+    \b
+    Checks first, and says what is missing: Node.js, AWS credentials, CDK bootstrap.
+    Example:
+      bridge deploy --stage dev --profile my-dev-account
+    """
+    from bridge.deploy import deploy as run_deploy
+
+    outputs = run_deploy(stage, config_path=config, retention_days=archive_retention_days,
+                         profile=profile, region=region, approve=yes)
+    if as_json:
+        emit(outputs)
+    else:
+        for key, value in outputs.items():
+            click.echo(f"{key}: {value}")
+
+
+@cli.command()
+@stack_options
+@click.option("--profile", help="AWS profile.")
+@click.option("--region", help="AWS region (default: the profile's).")
+def destroy(stage: str, config: Path | None, profile: str | None, region: str | None) -> None:
+    """Delete the stack dynamodb-logs-{stage}; the tables and their data stay.
+
+    \b
+    Example:
+      bridge destroy --stage dev --profile my-dev-account
+    """
+    from bridge.deploy import destroy as run_destroy
+
+    run_destroy(stage, config_path=config, profile=profile, region=region)
+    click.echo(f"deleted stack dynamodb-logs-{stage}")
 
 
 def error_line(error: BaseException) -> tuple[str, int]:

@@ -138,3 +138,24 @@ def test_demo_runs_the_whole_pipeline():
     # every event went stream → publisher → bus → projection and archive
     assert summary["published"] == summary["bus_events"] == summary["archived"] == 40
     assert summary["projected_users"] == 10
+
+
+def test_synth_writes_templates_and_deploy_says_what_is_missing(tmp_path):
+    result = run("synth", "--stage", "dev", "--out", str(tmp_path / "out"), "--json")
+    assert result.returncode == 0, result.stderr
+    (template,) = json.loads(result.stdout)["templates"]
+    body = json.loads(Path(template).read_text())
+    assert any(r["Type"] == "AWS::DynamoDB::Table" for r in body["Resources"].values())
+
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    no_aws = {"AWS_CONFIG_FILE": str(empty), "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+              "AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "",
+              "AWS_SECRET_ACCESS_KEY": "", "AWS_REGION": "eu-west-1"}
+    deploy = run("deploy", "--stage", "dev", env=no_aws)
+    assert deploy.returncode == 1
+    assert len(deploy.stderr.strip().splitlines()) == 1
+    assert "credentials" in deploy.stderr.lower()
+    local = run("deploy", "--stage", "local")
+    assert local.returncode != 0
+    assert len(local.stderr.strip().splitlines()) == 1

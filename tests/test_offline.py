@@ -116,8 +116,28 @@ def test_retries_then_on_failure_record_in_the_seed_format(tmp_path):
             return [i for i in core.scan()["Items"] if i["pk"].startswith("failure#")]
 
         stored = wait_for(failures, timeout=30)
+        calls_file = tmp_path / "calls.jsonl"
+        calls = [json.loads(line) for line in calls_file.read_text().splitlines()]
+
+        # `bridge failures list` shows it; `retry` re-drives it through the Lambda API.
+        where = ["--endpoint-url", offline.dynamodb_url]
+        listed = subprocess.run([str(BRIDGE), "failures", "list", "--json", *where],
+                                capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        (shown,) = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert shown["functionName"] == "dynamodb-logs-local-flaky"
+        assert shown["status"] == "failed"
+        retried = subprocess.run(
+            [str(BRIDGE), "failures", "retry", shown["requestId"][:8], *where,
+             "--lambda-endpoint-url", f"http://127.0.0.1:{offline.ports['events']}"],
+            capture_output=True, text=True, timeout=60)
+        assert retried.returncode == 0, retried.stderr
+        assert wait_for(lambda: len(calls_file.read_text().splitlines()) >= 4)
+        missing = subprocess.run([str(BRIDGE), "failures", "retry", "nosuchid", *where],
+                                 capture_output=True, text=True, timeout=60)
+        assert missing.returncode == 1
+        assert len(missing.stderr.strip().splitlines()) == 1
         offline.stop()
-    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
     assert len(calls) == 3  # the attempt and 2 retries
     gaps = [b["t"] - a["t"] for a, b in zip(calls, calls[1:], strict=False)]
     assert all(gap >= 0.3 for gap in gaps), gaps
