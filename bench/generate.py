@@ -45,8 +45,10 @@ def main() -> None:
     args = parser.parse_args()
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "bridge.offline.dynamodb", str(port)],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bridge.offline.dynamodb", "--port", str(port)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
     try:
         server.stdout.readline()  # the URL: the server is up
         url = f"http://127.0.0.1:{port}"

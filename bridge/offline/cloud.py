@@ -21,7 +21,7 @@ from typing import Any
 from bridge.aws import DEFAULT_REGION, core_table_name, log_table_name
 from bridge.core.events import BUS_NAME
 from bridge.core.subscriptions import FunctionSpec, Subscriptions
-from bridge.offline.dynamodb import EmbeddedDynamoDB, free_port
+from bridge.offline.dynamodb import DynamoDBProcess, free_port
 from bridge.offline.poller import StreamPoller
 from bridge.offline.state import Checkpoints, restore_tables, save_tables
 
@@ -66,7 +66,7 @@ class LocalCloud:
         self.options = options
         self.subscriptions = subscriptions
         self.project_root = project_root
-        self.embedded: EmbeddedDynamoDB | None = None
+        self.embedded: DynamoDBProcess | None = None
         self.dynamodb_url = options.dynamodb_endpoint or ""
         self.restored: dict[str, int] = {}
         self._poll_task: asyncio.Task[None] | None = None
@@ -130,7 +130,7 @@ class LocalCloud:
         o.ws_port = o.ws_port or free_port(o.host)
         try:
             if not o.dynamodb_endpoint:
-                self.embedded = EmbeddedDynamoDB(o.host, o.dynamodb_port, FUNCTIONS_KEY)
+                self.embedded = DynamoDBProcess(o.host, o.dynamodb_port, FUNCTIONS_KEY)
                 await asyncio.to_thread(self.embedded.start)
                 self._cleanups.append(self.embedded.stop)
                 self.dynamodb_url = self.embedded.url
@@ -154,6 +154,7 @@ class LocalCloud:
             )
             await self.runtime.start()
             self._cleanups.append(self.runtime.stop)
+            await self.runtime.warm()
             self.bus = Bus(
                 rules=rules_from(self.subscriptions, o.stage, o.region, ACCOUNT),
                 deliver=self.runtime.invoke_async,

@@ -16,19 +16,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from typing import Any
 
 from bridge.core.errors import BridgeError
 
 STREAMS_TARGET_PREFIX = "DynamoDBStreams_"
+CLOSE_WRITES_PATH = "/__bridge/close-writes"
 
 
 def check_port_free(host: str, port: int) -> None:
     """Fail with one clear line when the port is taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers do: a port left in TIME_WAIT by a restart is free to use.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
@@ -62,6 +69,8 @@ class _Gate:
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == CLOSE_WRITES_PATH and environ["REQUEST_METHOD"] == "POST":
+            return self._close_writes(start_response)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         trusted = self.trusted and self.trusted in environ.get("HTTP_AUTHORIZATION", "")
         if not self.open and not trusted and not target.startswith(STREAMS_TARGET_PREFIX):
@@ -75,6 +84,16 @@ class _Gate:
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+
+    def _close_writes(self, start_response: Any) -> list[bytes]:
+        """The control call of a parent process: close, wait for in-flight writes."""
+        self.open = False
+        deadline = time.monotonic() + 10
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"writes":"closed"}']
 
 
 class EmbeddedDynamoDB:
@@ -142,15 +161,87 @@ class EmbeddedDynamoDB:
         self.stop()
 
 
-def main() -> None:
-    """``python -m bridge.offline.dynamodb [PORT]``: serve the embedded endpoint alone."""
-    import sys
+class DynamoDBProcess:
+    """The embedded endpoint in a child process, so moto's work (a busy core under
+    load) doesn't share an interpreter lock with the poller, bus and gateway.
 
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
-    with EmbeddedDynamoDB(port=port) as server:
-        print(server.url, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+    Same interface as :class:`EmbeddedDynamoDB`. The child runs in its own session
+    (Ctrl-C in the terminal reaches only the parent, which drains first) and exits
+    when the parent's pipe closes, so it never outlives a crashed parent.
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 8000, trusted_key: str | None = None
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.trusted_key = trusted_key
+        self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> DynamoDBProcess:
+        self.port = self.port or free_port(self.host)
+        check_port_free(self.host, self.port)
+        command = [sys.executable, "-m", "bridge.offline.dynamodb", "--host", self.host,
+                   "--port", str(self.port)]
+        if self.trusted_key:
+            command += ["--trusted-key", self.trusted_key]
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True,
+        )
+        ready = self._process.stdout.readline()
+        if not ready:
+            error = self._process.stderr.read().strip().splitlines()
+            self._process.wait()
+            reason = error[-1].removeprefix("error: ") if error else "no reason given"
+            raise BridgeError(f"the embedded DynamoDB did not start: {reason}")
+        return self
+
+    def close_writes(self, timeout: float = 10.0) -> None:
+        request = urllib.request.Request(self.url + CLOSE_WRITES_PATH, data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=timeout + 5) as response:
+            response.read()
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.stdin.close()  # the child's signal to exit
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+
+def main() -> None:
+    """``python -m bridge.offline.dynamodb [--port 8000]``: serve the endpoint alone.
+
+    Prints the URL once it listens; exits on Ctrl-C, SIGTERM or when stdin closes.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the embedded DynamoDB endpoint")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--trusted-key")
+    args = parser.parse_args()
+    try:
+        server = EmbeddedDynamoDB(args.host, args.port, args.trusted_key).start()
+    except BridgeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(server.url, flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    with contextlib.suppress(KeyboardInterrupt):
+        done.wait()
+    server.stop()
 
 
 if __name__ == "__main__":

@@ -369,7 +369,13 @@ def make_app(bus: Bus, runtime: FunctionRuntime | None = None) -> web.Applicatio
     app[RUNTIME_KEY] = runtime
     app.router.add_post("/", handle_events)
     app.router.add_post(INVOKE_PATH, handle_invoke)
+    app.router.add_get("/health", handle_health)
     return app
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    """``GET /health``: is the local cloud up (for scripts that wait for it)."""
+    return _json_response({"status": "ok", "bus": request.app[BUS_KEY].name})
 
 
 class EventsServer:

@@ -5,7 +5,9 @@ embedded endpoint and on DynamoDB Local alike), follows new shards (parents firs
 and invokes the publisher with the Lambda event shape. A failed invocation is
 retried with the same records; a partial batch failure (``batchItemFailures``) is
 retried from the reported record on, so order per key is kept. After each success
-the shard's checkpoint moves on, so a restart neither republishes nor misses one.
+the shard's checkpoint moves on, so a restart neither republishes nor misses one. Checkpoint
+I/O runs in a thread: the archive shares the SQLite file, and a blocking wait for
+its lock on the event loop would stop the very task that releases it.
 
 It polls again at once while records flow and backs off (up to ``max_idle``) when
 idle — unlike a fixed one-second sleep, which would put a second on every event.
@@ -170,7 +172,9 @@ class StreamPoller:
             ]
             for shard in description.get("Shards", []):
                 if shard["ShardId"] not in self.shards:
-                    _, finished = self.checkpoints.get(arn, shard["ShardId"])
+                    _, finished = await asyncio.to_thread(
+                        self.checkpoints.get, arn, shard["ShardId"]
+                    )
                     self.shards[shard["ShardId"]] = ShardState(
                         shard["ShardId"], shard.get("ParentShardId"), finished=finished
                     )
@@ -180,7 +184,9 @@ class StreamPoller:
             kwargs["ExclusiveStartShardId"] = last
 
     async def _iterator(self, shard: ShardState) -> str:
-        sequence, _ = self.checkpoints.get(self.stream_arn, shard.shard_id)
+        sequence, _ = await asyncio.to_thread(
+            self.checkpoints.get, self.stream_arn, shard.shard_id
+        )
         kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard.shard_id}
         if sequence:
             kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=sequence)
@@ -220,15 +226,17 @@ class StreamPoller:
                 records += more
         if not records:
             if shard.finished:
-                self.checkpoints.save(self.stream_arn, shard.shard_id, None, finished=True)
+                await asyncio.to_thread(
+                    self.checkpoints.save, self.stream_arn, shard.shard_id, None, True
+                )
             return 0
         result = await self.invoke({"Records": records})
         failed = failed_from(result, records)
         done = records if failed is None else records[:failed]
         if done:
-            self.checkpoints.save(
-                self.stream_arn, shard.shard_id, done[-1]["dynamodb"]["SequenceNumber"],
-                finished=shard.finished and failed is None,
+            await asyncio.to_thread(
+                self.checkpoints.save, self.stream_arn, shard.shard_id,
+                done[-1]["dynamodb"]["SequenceNumber"], shard.finished and failed is None,
             )
             self.published += len(done)
         if failed is None:

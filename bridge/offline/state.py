@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS dynamodb_items (table_name TEXT NOT NULL, item TEXT N
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    # Used from one worker thread at a time (the poller's asyncio.to_thread calls).
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.executescript(SCHEMA)
     return conn

@@ -1,0 +1,155 @@
+"""`bridge offline` under load: append → handler latency, and bus intake.
+
+Starts `bridge offline` as a user would (a subprocess, free ports, a temporary
+directory holding a subscriptions file and a handler that notes when each event
+reached it), then measures:
+
+1. latency from the start of each append (a conditional put on the log table) to
+   the moment the subscribed handler runs, over 2,000 sequential appends —
+   p50/p99 against the targets (p50 ≤ 100 ms, p99 ≤ 300 ms);
+2. bus intake: PutEvents calls of 10 entries over one keep-alive connection,
+   beside a no-op HTTP round trip (``GET /health``) to the same server on the same
+   kind of connection, in the same run — the ratio says what intake costs per call
+   above the bare HTTP round trip.
+
+    .venv/bin/python bench/offline.py [--appends 2000] [--calls 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+
+from bridge.offline.dynamodb import free_port
+from bridge.store import LogStore
+
+CONFIG = """
+[functions.latency]
+handler = "latency_handler.handler"
+pattern = { source = ["dynamodb-log"], detail = { log = ["bench"] } }
+retry_attempts = 0
+environment = { SEEN_FILE = "%s" }
+"""
+
+HANDLER = '''
+import json, os, time
+
+def handler(event, context):
+    seen = time.time()
+    key = event["detail"]["key"]
+    with open(os.environ["SEEN_FILE"], "a") as out:
+        out.write(json.dumps({"pk": key["pk"], "sk": key["sk"], "t": seen}) + "\\n")
+'''
+
+
+def start_offline(workdir: Path, ports: dict[str, int]) -> subprocess.Popen:
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("bridge")), "offline", "--json",
+         "--dynamodb-port", str(ports["dynamodb"]), "--events-port", str(ports["events"]),
+         "--ws-port", str(ports["ws"])],
+        cwd=workdir, stdout=subprocess.PIPE, text=True, env=env,
+    )
+    if not process.stdout.readline():
+        raise SystemExit("bridge offline did not start")
+    return process
+
+
+def measure_latency(store: LogStore, seen_file: Path, appends: int) -> list[float]:
+    started: dict[tuple[str, int], float] = {}
+    for n in range(appends):
+        id = f"b{n % 20}"
+        version = n // 20 + 1
+        started[(f"bench#{id}#stream", version)] = time.time()
+        store.append("bench", id, "tick", {"id": id, "n": n}, expected_version=version - 1)
+    deadline = time.time() + 60
+    seen: dict[tuple[str, int], float] = {}
+    while len(seen) < appends and time.time() < deadline:
+        time.sleep(0.2)
+        for line in seen_file.read_text().splitlines() if seen_file.exists() else []:
+            record = json.loads(line)
+            seen.setdefault((record["pk"], record["sk"]), record["t"])
+    if len(seen) < appends:
+        raise SystemExit(f"only {len(seen)} of {appends} events reached the handler")
+    return [(seen[key] - started[key]) * 1000 for key in started]
+
+
+def round_trips(port: int, calls: int, request: tuple[str, str, bytes, dict]) -> float:
+    """Calls per second of one request repeated over one keep-alive connection."""
+    method, path, body, headers = request
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    for _ in range(20):  # warm up
+        conn.request(method, path, body, headers)
+        conn.getresponse().read()
+    start = time.perf_counter()
+    for _ in range(calls):
+        conn.request(method, path, body, headers)
+        response = conn.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise SystemExit(f"{path}: HTTP {response.status} {payload[:200]!r}")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return calls / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--appends", type=int, default=2000)
+    parser.add_argument("--calls", type=int, default=500)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-offline-") as tmp:
+        workdir = Path(tmp)
+        seen_file = workdir / "seen.jsonl"
+        (workdir / "dynamodb-logs.toml").write_text(CONFIG % seen_file)
+        (workdir / "latency_handler.py").write_text(HANDLER)
+        ports = {"dynamodb": free_port(), "events": free_port(), "ws": free_port()}
+        offline = start_offline(workdir, ports)
+        try:
+            table = boto3.resource(
+                "dynamodb", endpoint_url=f"http://127.0.0.1:{ports['dynamodb']}",
+                region_name="us-east-1", aws_access_key_id="local",
+                aws_secret_access_key="local",
+            ).Table("local-dynamodb-logs")
+            latencies = sorted(measure_latency(LogStore(table), seen_file, args.appends))
+
+            entries = [{"Source": "bench.intake", "DetailType": "tick",
+                        "Detail": json.dumps({"n": n}), "EventBusName": "dynamodb-log"}
+                       for n in range(10)]
+            put_events = ("POST", "/", json.dumps({"Entries": entries}).encode(), {
+                "Content-Type": "application/x-amz-json-1.1",
+                "X-Amz-Target": "AWSEvents.PutEvents",
+            })
+            health = ("GET", "/health", b"", {})
+            noop = round_trips(ports["events"], args.calls, health)
+            intake = round_trips(ports["events"], args.calls, put_events)
+        finally:
+            offline.send_signal(2)
+            offline.wait(timeout=120)
+
+    p50 = statistics.median(latencies)
+    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    print(f"append → handler latency over {len(latencies)} appends: "
+          f"p50 {p50:.0f} ms (target ≤ 100), p99 {p99:.0f} ms (target ≤ 300), "
+          f"max {latencies[-1]:.0f} ms")
+    print(f"no-op HTTP round trip (GET /health):   {noop:8.0f} calls/s")
+    print(f"PutEvents, 10 entries per call:        {intake:8.0f} calls/s = "
+          f"{intake * 10:.0f} events/s")
+    print(f"ratio: PutEvents call / no-op call = {intake / noop:.2f} "
+          f"(1.00 would mean intake costs nothing beyond HTTP)")
+
+
+if __name__ == "__main__":
+    main()
