@@ -406,11 +406,9 @@ class ArchiveWriter:
             batch = [await self._queue.get()]
             deadline = loop.time() + self.interval
             while len(batch) < self.batch_size:
-                try:
+                if not self._queue.empty():  # one consumer: non-empty stays non-empty
                     batch.append(self._queue.get_nowait())
                     continue
-                except asyncio.QueueEmpty:
-                    pass
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self._flushers:
                     break  # a flush is waiting: write what we have now

@@ -110,10 +110,11 @@ class RecordingHandler(BaseHTTPRequestHandler):
     def respond(
         self, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
-        raise NotImplementedError
+        """Each test server says what AWS would answer; this one refuses everything."""
+        return 501, {}, b'{"message": "this test server answers nothing"}'
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep test output clean
+        """Keep test output clean."""
 
 
 @contextmanager

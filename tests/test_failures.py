@@ -153,7 +153,7 @@ def test_timestamps_are_utc_with_milliseconds() -> None:
 
 def test_error_payload_reads_like_the_python_runtime() -> None:
     class PhoneNotVerified(Exception):
-        pass
+        """A user-defined error, as a handler would raise."""
 
     def verify(number: str) -> None:
         raise PhoneNotVerified(f"{number} did not answer")

@@ -277,8 +277,7 @@ async def test_connect_handler_refuses_the_handshake(
     gateway: Gateway, query: str, status: int
 ) -> None:
     with pytest.raises(InvalidStatus) as info:
-        async with connect(f"{gateway.url}?{query}"):
-            pass
+        await connect(f"{gateway.url}?{query}")
     assert info.value.response.status_code == status
     assert len(echo.events("$connect")) == 1
     await asyncio.sleep(0.1)
@@ -296,8 +295,7 @@ async def test_without_connect_route_everyone_may_connect(make_gateway: MakeGate
 async def test_other_paths_and_stages_are_not_found(gateway: Gateway) -> None:
     for path in ("other", "", f"{STAGE}/extra"):
         with pytest.raises(InvalidStatus) as info:
-            async with connect(f"{gateway.endpoint_url.replace('http', 'ws')}/{path}"):
-                pass
+            await connect(f"{gateway.endpoint_url.replace('http', 'ws')}/{path}")
         assert info.value.response.status_code == 404
         assert STAGE in info.value.response.body.decode()
     assert echo.events() == []
@@ -492,8 +490,7 @@ async def test_sigv4_refusals(
         "expired": lambda: _expired(gateway, monkeypatch),
     }[case]()
     with pytest.raises(InvalidStatus) as info:
-        async with connect(url):
-            pass
+        await connect(url)
     assert info.value.response.status_code == 403
     assert echo.events() == []  # refused before $connect ran
 
