@@ -58,7 +58,7 @@ def start_offline(workdir: Path, ports: dict[str, int]) -> subprocess.Popen:
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("bridge")), "offline", "--json",
          "--dynamodb-port", str(ports["dynamodb"]), "--events-port", str(ports["events"]),
-         "--ws-port", str(ports["ws"])],
+         "--ws-port", str(ports["ws"]), "--quiet"],
         cwd=workdir, stdout=subprocess.PIPE, text=True, env=env,
     )
     if not process.stdout.readline():

@@ -252,8 +252,10 @@ def demo(users: int, seed: int, as_json: bool) -> None:
 @click.option("--ws-route", "ws_routes", multiple=True, metavar="ROUTE=module.handler",
               help="A WebSocket route and its handler, e.g. '$default=app.ws.handler'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoints as one JSON line.")
-@click.option("-v", "--verbose", is_flag=True, help="Log every invocation and request.")
-def offline(as_json: bool, verbose: bool, ws_routes: tuple[str, ...], **options: Any) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Log everything, HTTP requests included.")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings only (not every invocation).")
+def offline(as_json: bool, verbose: bool, quiet: bool, ws_routes: tuple[str, ...],
+            **options: Any) -> None:
     """Run the whole pipeline on this machine until Ctrl-C: no Docker, no AWS.
 
     \b
@@ -275,7 +277,7 @@ def offline(as_json: bool, verbose: bool, ws_routes: tuple[str, ...], **options:
         if not sep or not route or not handler:
             raise ValidationError(f"--ws-route {text!r}: expected ROUTE=module.handler")
         routes[route] = handler
-    run_offline(options, routes, as_json=as_json, verbose=verbose)
+    run_offline(options, routes, as_json=as_json, verbosity=verbose - quiet)
 
 
 @cli.command()

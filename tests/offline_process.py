@@ -27,6 +27,8 @@ class OfflineProcess:
             "dynamodb": free_port(), "events": free_port(), "ws": free_port(),
         }
         self.process: subprocess.Popen | None = None
+        # A file, not a pipe: an unread pipe fills up and blocks the process's logging.
+        self.log = cwd / "offline.log"
         self.started: dict = {}
 
     @property
@@ -39,12 +41,13 @@ class OfflineProcess:
              "--dynamodb-port", str(self.ports["dynamodb"]),
              "--events-port", str(self.ports["events"]),
              "--ws-port", str(self.ports["ws"]), *self.args],
-            cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=self.cwd, stdout=subprocess.PIPE, stderr=self.log.open("a"), text=True,
             env={**os.environ, **LOCAL_ENV},
         )
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"bridge offline did not start: {self.process.stderr.read()}")
+            self.process.wait()
+            raise RuntimeError(f"bridge offline did not start: {self.log.read_text()}")
         self.started = json.loads(line)
         return self
 
@@ -53,12 +56,14 @@ class OfflineProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGINT)
         try:
-            out, err = self.process.communicate(timeout=timeout)
+            out, _ = self.process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            out, err = self.process.communicate()
-            raise AssertionError(f"bridge offline did not stop in {timeout} s:\n{err}") from None
-        assert self.process.returncode == 0, err
+            self.process.communicate()
+            raise AssertionError(
+                f"bridge offline did not stop in {timeout} s:\n{self.log.read_text()}"
+            ) from None
+        assert self.process.returncode == 0, self.log.read_text()
         return json.loads(out.strip().splitlines()[-1])["stopped"]
 
     def __enter__(self) -> OfflineProcess:

@@ -192,8 +192,10 @@ def test_port_in_use_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_restart_in_the_middle_of_5000_appends_loses_and_duplicates_nothing(tmp_path):
-    """Stop offline while appends flow, start it again: every item kept, each event
-    published exactly once; then `bridge clean` leaves nothing behind."""
+    """Ctrl-C while a writer appends, start again: every item kept, each event published
+    exactly once; then `bridge clean` leaves nothing behind."""
+    import threading
+
     from botocore.config import Config
     from botocore.exceptions import ClientError, EndpointConnectionError
 
@@ -208,34 +210,42 @@ def test_restart_in_the_middle_of_5000_appends_loses_and_duplicates_nothing(tmp_
         config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=10),
     ).Table("local-dynamodb-logs")
     store = LogStore(table)
-    restarted = False
-    written = 0
-    while written < total:
-        id, version = f"o{written % streams}", written // streams
-        payload = {"id": id, "n": written}
-        if written == total // 3 and not restarted:
-            offline.stop()  # Ctrl-C in the middle of the stream of appends
-            offline = OfflineProcess(tmp_path, ports=offline.ports).start()
-            restarted = True
-        try:
-            store.append("orders", id, "placed", payload, expected_version=version)
-        except ConcurrencyError:
-            # our earlier attempt landed before the connection dropped: same payload?
-            stored = next(store.read("orders", id, after=version))
-            assert stored.payload == payload
-        except (ClientError, EndpointConnectionError):
-            time.sleep(0.2)
-            continue
-        written += 1
-    assert restarted
-    assert offline.started["restored"]["local-dynamodb-logs"] > 0
+    progress = {"written": 0, "refused": 0}
+
+    def writer() -> None:
+        """Appends 5000 events, riding out the restart as a client would: retry."""
+        written = 0
+        while written < total:
+            id, version = f"o{written % streams}", written // streams
+            payload = {"id": id, "n": written}
+            try:
+                store.append("orders", id, "placed", payload, expected_version=version)
+            except ConcurrencyError:
+                # the attempt before the connection dropped had landed: same payload?
+                assert next(store.read("orders", id, after=version)).payload == payload
+            except (ClientError, EndpointConnectionError):
+                progress["refused"] += 1
+                time.sleep(0.05)
+                continue
+            written += 1
+            progress["written"] = written
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert wait_for(lambda: progress["written"] >= total // 3, timeout=120)
+    offline.stop()  # Ctrl-C in the middle of the stream of appends
+    offline = OfflineProcess(tmp_path, ports=offline.ports).start()
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    assert progress["refused"] > 0  # writes really were in flight around the restart
+    assert 0 < offline.started["restored"]["local-dynamodb-logs"] < total
     final = offline.stop()
     assert final["saved_tables"]["local-dynamodb-logs"] == total
 
     events = list(iter_events(tmp_path / "db"))
     keys = [(e["detail"]["key"]["pk"], e["detail"]["key"]["sk"]) for e in events]
-    assert len(keys) == total
-    assert len(set(keys)) == total  # each published exactly once
+    assert len(set(keys)) == total  # every item published …
+    assert len(keys) == total  # … exactly once
 
     with OfflineProcess(tmp_path) as again:  # the table still holds every item
         check = LogStore(dynamodb(again.dynamodb_url).Table("local-dynamodb-logs"))

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -20,32 +21,52 @@ from bridge.offline.dynamodb import check_port_free
 
 
 def run_offline(options: dict[str, Any], routes: dict[str, str], *, as_json: bool,
-                verbose: bool) -> None:
+                verbosity: int) -> None:
     from bridge.subscriptions import load, project_root
 
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    configure_logging(verbosity)
     subscriptions = load(options.pop("config"))
     cloud = LocalCloud(OfflineOptions(**options, ws_routes=routes), subscriptions,
                        project_root(subscriptions))
     asyncio.run(_serve(cloud, as_json))
 
 
+def configure_logging(verbosity: int) -> None:
+    """0: invocations and handler output (what a debugging session wants to see);
+    -1 (--quiet): warnings only; 1 (--verbose): everything, requests included."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbosity > 0 else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    if verbosity == 0:
+        for name in ("bridge.offline.runtime", "bridge.offline.functions", "bridge.offline"):
+            logging.getLogger(name).setLevel(logging.INFO)
+    if verbosity > 0:
+        for noisy in ("botocore", "urllib3", "asyncio"):
+            logging.getLogger(noisy).setLevel(logging.INFO)
+
+
 async def _serve(cloud: LocalCloud, as_json: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():  # a second Ctrl-C: the user does not want to wait
+            click.echo("stopping now: writes since the last clean stop are not saved", err=True)
+            os._exit(130)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     await cloud.start()
     try:
         _print_started(cloud, as_json)
         await stop.wait()
         if not as_json:
-            click.echo("stopping: publishing what the stream still holds …", err=True)
+            click.echo("stopping: publishing what the stream still holds "
+                       "(Ctrl-C again to quit at once) …", err=True)
     finally:
         saved = await cloud.stop()
     summary = {

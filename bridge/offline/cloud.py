@@ -141,6 +141,8 @@ class LocalCloud:
             dynamodb = session.resource("dynamodb", endpoint_url=self.dynamodb_url)
             await asyncio.to_thread(create_tables, dynamodb, log_table_name(o.stage),
                                     core_table_name(o.stage))
+            if self.embedded:  # restored, streams on: clients may write now
+                await asyncio.to_thread(self.embedded.open_writes)
 
             self.archive = await ArchiveWriter(o.db).start()
             self._cleanups.append(self.archive.close)

@@ -29,6 +29,7 @@ from bridge.core.errors import BridgeError
 
 STREAMS_TARGET_PREFIX = "DynamoDBStreams_"
 CLOSE_WRITES_PATH = "/__bridge/close-writes"
+OPEN_WRITES_PATH = "/__bridge/open-writes"
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -61,15 +62,19 @@ class _Gate:
     the pipeline drains.
     """
 
-    def __init__(self, app: Any, trusted_key: str | None = None) -> None:
+    def __init__(self, app: Any, trusted_key: str | None = None, open: bool = True) -> None:
         self.app = app
         self.trusted = f"Credential={trusted_key}/" if trusted_key else None
-        self.open = True
+        self.open = open
         self.in_flight = 0
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
-        if environ.get("PATH_INFO") == CLOSE_WRITES_PATH and environ["REQUEST_METHOD"] == "POST":
+        if environ["REQUEST_METHOD"] == "POST" and environ.get("PATH_INFO") == OPEN_WRITES_PATH:
+            self.open = True
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b'{"writes":"open"}']
+        if environ["REQUEST_METHOD"] == "POST" and environ.get("PATH_INFO") == CLOSE_WRITES_PATH:
             return self._close_writes(start_response)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         trusted = self.trusted and self.trusted in environ.get("HTTP_AUTHORIZATION", "")
@@ -100,11 +105,13 @@ class EmbeddedDynamoDB:
     """moto's DynamoDB (and Streams) endpoint served from a background thread."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 8000, trusted_key: str | None = None
+        self, host: str = "127.0.0.1", port: int = 8000, trusted_key: str | None = None,
+        closed: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.trusted_key = trusted_key
+        self.closed = closed  # start refusing writes (but the trusted key's) until opened
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._gate: _Gate | None = None
@@ -125,7 +132,9 @@ class EmbeddedDynamoDB:
             check_port_free(self.host, self.port)
         # werkzeug logs every request at INFO: far too loud for a local cloud.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._gate = _Gate(DomainDispatcherApplication(create_backend_app), self.trusted_key)
+        self._gate = _Gate(
+            DomainDispatcherApplication(create_backend_app), self.trusted_key, not self.closed
+        )
         self._server = make_server(
             self.host, self.port, self._gate, threaded=True, request_handler=MotoRequestHandler
         )
@@ -168,6 +177,10 @@ class DynamoDBProcess:
     Same interface as :class:`EmbeddedDynamoDB`. The child runs in its own session
     (Ctrl-C in the terminal reaches only the parent, which drains first) and exits
     when the parent's pipe closes, so it never outlives a crashed parent.
+
+    It starts with writes closed to everyone but the trusted key: the tables are
+    restored before any client may write, for a write into a table whose stream is
+    not on yet would never be published. :meth:`open_writes` lets clients in.
     """
 
     def __init__(
@@ -188,7 +201,7 @@ class DynamoDBProcess:
         command = [sys.executable, "-m", "bridge.offline.dynamodb", "--host", self.host,
                    "--port", str(self.port)]
         if self.trusted_key:
-            command += ["--trusted-key", self.trusted_key]
+            command += ["--trusted-key", self.trusted_key, "--closed"]
         self._process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, start_new_session=True,
@@ -201,9 +214,15 @@ class DynamoDBProcess:
             raise BridgeError(f"the embedded DynamoDB did not start: {reason}")
         return self
 
+    def open_writes(self) -> None:
+        self._control(OPEN_WRITES_PATH, timeout=10)
+
     def close_writes(self, timeout: float = 10.0) -> None:
-        request = urllib.request.Request(self.url + CLOSE_WRITES_PATH, data=b"", method="POST")
-        with urllib.request.urlopen(request, timeout=timeout + 5) as response:
+        self._control(CLOSE_WRITES_PATH, timeout=timeout + 5)
+
+    def _control(self, path: str, timeout: float) -> None:
+        request = urllib.request.Request(self.url + path, data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
 
     def stop(self) -> None:
@@ -229,9 +248,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--trusted-key")
+    parser.add_argument("--closed", action="store_true", help="refuse writes until opened")
     args = parser.parse_args()
     try:
-        server = EmbeddedDynamoDB(args.host, args.port, args.trusted_key).start()
+        server = EmbeddedDynamoDB(args.host, args.port, args.trusted_key, args.closed).start()
     except BridgeError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -131,9 +131,13 @@ class StreamPoller:
     async def catch_up(self, timeout: float = 60.0) -> None:
         """Publish everything the stream holds now (used on shutdown, writes closed)."""
         deadline = time.monotonic() + timeout
+        before = self.published
         while time.monotonic() < deadline:
             handled = await self.poll_once(refresh=True)
+            log.debug("catch-up pass: %d records over %d shards", handled, len(self.shards))
             if not handled and not any(s.pending for s in self.shards.values()):
+                log.info("stream caught up: %d records published while stopping",
+                         self.published - before)
                 return
             if not handled:
                 await asyncio.sleep(0.05)
