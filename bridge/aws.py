@@ -28,6 +28,12 @@ def core_table_name(stage: str) -> str:
     return f"{stage}-core"
 
 
+def is_loopback(url: str | None) -> bool:
+    """Does the URL point at this machine?"""
+    host = urlparse(url or "").hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 @dataclass(frozen=True)
 class Target:
     """One stage's endpoints and credentials, as given on the command line."""
@@ -58,10 +64,7 @@ class Target:
     @property
     def local_endpoint(self) -> bool:
         """Stage local, or any stage pointed at a loopback endpoint (DynamoDB Local, moto)."""
-        if self.is_local:
-            return True
-        host = urlparse(self.endpoint_url or "").hostname or ""
-        return host in ("localhost", "::1") or host.startswith("127.")
+        return self.is_local or is_loopback(self.endpoint_url)
 
     def session(self) -> boto3.Session:
         region = self.region or os.environ.get("AWS_REGION") or os.environ.get(

@@ -25,7 +25,7 @@ from botocore.exceptions import (
 from rich.console import Console
 from rich.table import Table
 
-from bridge.aws import Target
+from bridge.aws import Target, is_loopback
 from bridge.core.errors import BridgeError, ValidationError
 
 console = Console(stderr=True)
@@ -285,17 +285,30 @@ def offline(as_json: bool, verbose: bool, quiet: bool, ws_routes: tuple[str, ...
               show_default=True, help="The local SQLite file.")
 @click.option("--dynamodb-port", type=int, default=8000, show_default=True,
               help="Where `bridge offline` would be running (cleaning under it is refused).")
+@click.option("--dynamodb-endpoint", help="Also delete the stage's tables at this local "
+              "endpoint (the one given to `bridge offline --dynamodb-endpoint`).")
+@click.option("--stage", default="local", show_default=True, help="Whose tables to delete.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def clean(db: Path, dynamodb_port: int, yes: bool) -> None:
+def clean(db: Path, dynamodb_port: int, dynamodb_endpoint: str | None, stage: str,
+          yes: bool) -> None:
     """Remove the local cloud's data: tables, archived events, stream checkpoints.
 
     \b
+    The embedded endpoint's tables live in the SQLite file, so removing it removes
+    them; with --dynamodb-endpoint the stage's tables there are deleted too.
     Example:
       bridge clean --yes
+      bridge clean --dynamodb-endpoint http://localhost:8000 --yes
     """
     from bridge.offline.cli_runner import clean_local_data
 
-    clean_local_data(db, dynamodb_port, yes)
+    target = None
+    if dynamodb_endpoint:
+        if not is_loopback(dynamodb_endpoint):
+            raise BridgeError(f"{dynamodb_endpoint} is not on this machine: `bridge clean` only "
+                              "deletes local tables")
+        target = Target(stage=stage, endpoint_url=dynamodb_endpoint)
+    clean_local_data(db, dynamodb_port, yes, target)
 
 
 @cli.group()

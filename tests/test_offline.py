@@ -258,3 +258,100 @@ def test_restart_in_the_middle_of_5000_appends_loses_and_duplicates_nothing(tmp_
     assert "table local-dynamodb-logs (5000 items)" in cleaned.stdout
     assert f"{total} archived events" in cleaned.stdout
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("db")) == []
+
+
+def test_own_dynamodb_endpoint_and_checkpoints_across_a_restart(tmp_path, moto_url):
+    """--dynamodb-endpoint (standing in for DynamoDB Local): the stream outlives
+    offline, so the checkpoints in ./db are what keep a restart from republishing."""
+    import uuid
+
+    from bridge.store import LogStore
+
+    stage = f"ext{uuid.uuid4().hex[:8]}"
+    args = ("--dynamodb-endpoint", moto_url, "--stage", stage)
+    store = LogStore(dynamodb(moto_url).Table(f"{stage}-dynamodb-logs"))
+    with OfflineProcess(tmp_path, *args) as offline:
+        assert offline.started["dynamodb"] == moto_url
+        for n in range(3):
+            store.append("orders", "x", "placed", {"id": "x", "n": n})
+        assert wait_for(lambda: count(tmp_path / "db") == 3)
+        first = offline.stop()
+    assert first["saved_tables"] == {}  # not ours to snapshot
+    for n in range(3, 5):  # written while offline is down: published at the next start
+        store.append("orders", "x", "placed", {"id": "x", "n": n})
+    with OfflineProcess(tmp_path, *args) as offline:
+        store.append("orders", "x", "placed", {"id": "x", "n": 5})
+        assert wait_for(lambda: count(tmp_path / "db") == 6)
+        second = offline.stop()
+    assert second["published"] == 3
+    versions = sorted(e["detail"]["key"]["sk"] for e in iter_events(tmp_path / "db"))
+    assert versions == [1, 2, 3, 4, 5, 6]
+
+
+ECHO_ROUTE = '''
+import json, os
+import boto3
+
+def handler(event, context):
+    context_ = event["requestContext"]
+    if context_["routeKey"] != "$default":
+        return {"statusCode": 200}
+    body = json.loads(event["body"])
+    # Reply through the management API, as a Lambda in AWS would: boto3 finds the
+    # local gateway through AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI.
+    boto3.client("apigatewaymanagementapi").post_to_connection(
+        ConnectionId=context_["connectionId"],
+        Data=json.dumps({"echo": body, "stage": context_["stage"],
+                         "offline": os.environ.get("IS_OFFLINE")}).encode(),
+    )
+    return {"statusCode": 200}
+'''
+
+
+async def test_websocket_routes_run_handlers_that_answer_through_the_management_api(tmp_path):
+    import asyncio
+
+    import websockets
+
+    (tmp_path / "ws_echo.py").write_text(ECHO_ROUTE)
+    (tmp_path / "dynamodb-logs.toml").write_text(
+        '[functions.noop]\nhandler = "ws_echo.handler"\n')
+    offline = await asyncio.to_thread(
+        OfflineProcess(tmp_path, "--ws-route", "$default=ws_echo.handler",
+                       "--ws-route", "$connect=ws_echo.handler").start)
+    try:
+        async with websockets.connect(offline.started["websocket"]) as ws:
+            await ws.send(json.dumps({"hello": "world"}))
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert reply == {"echo": {"hello": "world"}, "stage": "local", "offline": "true"}
+    finally:
+        await asyncio.to_thread(offline.stop)
+
+
+def test_clean_deletes_the_stage_tables_at_a_local_endpoint_and_refuses_remote(tmp_path,
+                                                                                moto_url):
+    import uuid
+
+    from bridge.aws import Target
+    from bridge.store import create_tables
+
+    stage = f"cl{uuid.uuid4().hex[:8]}"
+    target = Target(stage=stage, endpoint_url=moto_url)
+    create_tables(target.dynamodb(), target.log_table, target.core_table)
+    args = ["clean", "--dynamodb-endpoint", moto_url, "--stage", stage,
+            "--dynamodb-port", str(free_port())]
+    refused = subprocess.run([str(BRIDGE), *args], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "error: refusing to delete without confirmation: pass --yes"
+    cleaned = subprocess.run([str(BRIDGE), *args, "--yes"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert f"deleted tables {stage}-dynamodb-logs, {stage}-core" in cleaned.stdout
+    names = target.dynamodb().meta.client.list_tables()["TableNames"]
+    assert target.log_table not in names and target.core_table not in names
+    remote = subprocess.run(
+        [str(BRIDGE), "clean", "--dynamodb-endpoint", "https://dynamodb.eu-west-1.amazonaws.com",
+         "--yes"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert remote.returncode == 1
+    assert "only deletes local tables" in remote.stderr

@@ -56,6 +56,19 @@ def test_checkpoints(tmp_path):
     assert Checkpoints(tmp_path / "db").get("arn", "shard-1") == ("100", True)
 
 
+def test_checkpoints_of_a_tables_older_streams_are_forgotten(tmp_path):
+    checkpoints = Checkpoints(tmp_path / "db")
+    old = "arn:aws:dynamodb:us-east-1:0:table/local-dynamodb-logs/stream/2026-01-01T00:00:00"
+    new = "arn:aws:dynamodb:us-east-1:0:table/local-dynamodb-logs/stream/2026-02-01T00:00:00"
+    other = "arn:aws:dynamodb:us-east-1:0:table/dev-dynamodb-logs/stream/2026-01-01T00:00:00"
+    for arn in (old, new, other):
+        checkpoints.save(arn, "shard-1", "7")
+    assert checkpoints.forget_older_streams(new) == 1
+    assert checkpoints.get(old, "shard-1") == (None, False)
+    assert checkpoints.get(new, "shard-1") == ("7", False)
+    assert checkpoints.get(other, "shard-1") == ("7", False)
+
+
 def test_embedded_endpoint_refuses_writes_when_closed_but_serves_streams(tmp_path):
     with EmbeddedDynamoDB(port=0) as server:
         target = Target(stage="gate", endpoint_url=server.url)

@@ -133,25 +133,47 @@ def _files(db: Path) -> list[Path]:
     return [p for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
 
 
-def clean_local_data(db: Path, dynamodb_port: int, yes: bool) -> None:
-    if not db.exists():
-        click.echo(f"nothing to clean: {db} does not exist")
+def clean_local_data(db: Path, dynamodb_port: int, yes: bool, target: Any = None) -> None:
+    """Say what will go, ask (unless ``yes``), then remove it."""
+    tables = _endpoint_tables(target) if target else []
+    if not db.exists() and not tables:
+        click.echo(f"nothing to clean: {db} does not exist"
+                   + (f" and {target.dynamodb_endpoint} has no {target.stage} tables"
+                      if target else ""))
         return
-    try:
-        check_port_free("127.0.0.1", dynamodb_port)
-    except BridgeError:
-        raise BridgeError(f"something is listening on port {dynamodb_port}: stop `bridge "
-                          "offline` before cleaning its data") from None
-    try:
-        contents = _describe(db)
-    except sqlite3.Error as error:
-        raise BridgeError(f"{db} is not a bridge database ({error}); remove it by hand") from None
+    contents: list[str] = []
+    if db.exists():
+        try:
+            check_port_free("127.0.0.1", dynamodb_port)
+        except BridgeError:
+            raise BridgeError(f"something is listening on port {dynamodb_port}: stop `bridge "
+                              "offline` before cleaning its data") from None
+        try:
+            contents = _describe(db)
+        except sqlite3.Error as error:
+            raise BridgeError(
+                f"{db} is not a bridge database ({error}); remove it by hand"
+            ) from None
+        click.echo(f"{db} holds: " + ("; ".join(contents) if contents else "no data"))
     files = _files(db)  # after reading: a WAL reader may have created -wal/-shm
-    click.echo(f"{db} holds: " + ("; ".join(contents) if contents else "no data"))
+    if tables:
+        click.echo(f"{target.dynamodb_endpoint} holds: " + ", ".join(tables))
     if not yes:
         if not sys.stdin.isatty():
             raise BridgeError("refusing to delete without confirmation: pass --yes")
-        click.confirm(f"remove {', '.join(map(str, files))}?", abort=True)
+        click.confirm("remove all of it?", abort=True)
     for path in files:
         path.unlink()
-    click.echo(f"removed {', '.join(map(str, files))}")
+    if files:
+        click.echo(f"removed {', '.join(map(str, files))}")
+    if tables:
+        client = target.dynamodb().meta.client
+        for name in tables:
+            client.delete_table(TableName=name)
+        click.echo(f"deleted tables {', '.join(tables)}")
+
+
+def _endpoint_tables(target: Any) -> list[str]:
+    """The stage's tables that exist at the user's own local endpoint."""
+    names = set(target.dynamodb().meta.client.list_tables().get("TableNames", []))
+    return [t for t in (target.log_table, target.core_table) if t in names]

@@ -169,6 +169,7 @@ class StreamPoller:
             return False
         if arn != self.stream_arn:
             self.stream_arn, self.shards = arn, {}
+            await asyncio.to_thread(self.checkpoints.forget_older_streams, arn)
         kwargs: dict[str, Any] = {"StreamArn": arn}
         while True:
             description = (await asyncio.to_thread(self.streams.describe_stream, **kwargs))[

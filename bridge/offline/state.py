@@ -64,6 +64,16 @@ class Checkpoints:
             (stream_arn, shard_id, sequence_number, int(finished)),
         )
 
+    def forget_older_streams(self, stream_arn: str) -> int:
+        """Drop the checkpoints of the table's earlier streams (the embedded endpoint
+        gets a new stream at every start); returns how many rows went."""
+        table_prefix = stream_arn.split("/stream/")[0] + "/stream/"
+        cursor = self.conn.execute(
+            "DELETE FROM checkpoints WHERE substr(stream_arn, 1, ?) = ? AND stream_arn != ?",
+            (len(table_prefix), table_prefix, stream_arn),
+        )
+        return cursor.rowcount
+
     def close(self) -> None:
         self.conn.close()
 
