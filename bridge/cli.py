@@ -6,6 +6,7 @@ Every error a user can cause ends in one line on stderr and a non-zero exit:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -401,8 +402,10 @@ def synth(stage: str, config: Path | None, outdir: Path, archive_retention_days:
     """
     from bridge.deploy import synth as synthesize
 
-    templates = synthesize(stage, outdir, config, archive_retention_days,
-                           retain_data=not no_retain_data)
+    with console.status(f"synthesizing dynamodb-logs-{stage} (jsii and Node.js: ~10 s) …",
+                        spinner="dots") if not as_json else contextlib.nullcontext():
+        templates = synthesize(stage, outdir, config, archive_retention_days,
+                               retain_data=not no_retain_data)
     if as_json:
         emit({"templates": [str(t) for t in templates]})
     else:
