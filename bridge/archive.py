@@ -49,6 +49,7 @@ SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS events_createdAt ON events (createdAt)",
 )
+LOCKED_RETRIES = 30  # each also waits busy_timeout: minutes before a batch is given up
 PRAGMAS = ("PRAGMA journal_mode=WAL", f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 INSERT = (
     "INSERT OR IGNORE INTO events (id, createdAt, log, type, event) VALUES (?, ?, ?, ?, ?)"
@@ -423,6 +424,24 @@ class ArchiveWriter:
                 for _ in batch:
                     self._queue.task_done()
 
+    async def _insert(self, rows: list[Row]) -> None:
+        """One transaction; a file locked by another writer (a sink, a user's sqlite3
+        shell) is waited out with backoff instead of dropping the batch."""
+        assert self._conn is not None
+        for attempt in range(LOCKED_RETRIES):
+            try:
+                await self._conn.executemany(INSERT, rows)
+                await self._conn.commit()
+                return
+            except sqlite3.OperationalError as error:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._conn.rollback()
+                locked = "locked" in str(error) or "busy" in str(error)
+                if not locked or attempt == LOCKED_RETRIES - 1:
+                    raise
+                logger.warning("archive: %s is locked by another writer; retrying", self.path)
+                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+
     async def _write(self, batch: list[dict[str, Any]]) -> None:
         assert self._conn is not None
         rows: list[Row] = []
@@ -434,8 +453,7 @@ class ArchiveWriter:
                     self.failed += 1
                     logger.error("archive: event not archived: %s", error)
             before = self._conn.total_changes
-            await self._conn.executemany(INSERT, rows)
-            await self._conn.commit()
+            await self._insert(rows)
             self.written += self._conn.total_changes - before
             self.batches += 1
         except sqlite3.Error as error:

@@ -202,3 +202,19 @@ async def test_unserialisable_event_is_logged_not_fatal(db: Path) -> None:
         await asyncio.wait_for(writer.flush(), timeout=5)
         assert (writer.written, writer.failed) == (1, 1)
     assert archive.count(db) == 1
+
+
+async def test_a_file_locked_by_another_writer_is_waited_out_not_dropped(db: Path) -> None:
+    async with ArchiveWriter(db) as writer:
+        writer.add(event(0))
+        await writer.flush()
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # a sqlite3 shell holding the write lock
+        for n in range(1, 101):
+            writer.add(event(n))
+        await asyncio.sleep(archive.BUSY_TIMEOUT_MS / 1000 + 0.5)  # past one busy timeout
+        blocker.execute("COMMIT")
+        blocker.close()
+        await writer.flush()
+        assert (writer.written, writer.failed) == (101, 0)
+    assert archive.count(db) == 101

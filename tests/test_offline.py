@@ -355,3 +355,30 @@ def test_clean_deletes_the_stage_tables_at_a_local_endpoint_and_refuses_remote(t
          "--yes"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert remote.returncode == 1
     assert "only deletes local tables" in remote.stderr
+
+
+def test_one_database_one_offline_and_no_clean_under_it(tmp_path):
+    with OfflineProcess(tmp_path) as running:
+        second = subprocess.run(
+            [str(BRIDGE), "offline", "--dynamodb-port", str(free_port()), "--events-port",
+             str(free_port()), "--ws-port", str(free_port())],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert second.stderr.strip() == (
+            "error: db is in use by a running `bridge offline`; stop it first")
+        clean = subprocess.run([str(BRIDGE), "clean", "--yes", "--dynamodb-port",
+                                str(free_port())], cwd=tmp_path, capture_output=True,
+                               text=True, timeout=60)
+        assert clean.returncode == 1
+        assert "in use by a running `bridge offline`" in clean.stderr
+        assert (tmp_path / "db").exists()
+        running.stop()
+    assert not (tmp_path / "db.lock").exists()
+
+
+def test_a_bad_database_file_is_one_line(tmp_path):
+    (tmp_path / "db").write_text("not a database")
+    result = subprocess.run([str(BRIDGE), "offline", "--dynamodb-port", str(free_port())],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: db cannot be the local database: file is not a database"

@@ -122,3 +122,72 @@ async def test_run_picks_up_new_records_quickly_and_stops(target, store, tmp_pat
 @pytest.fixture(autouse=True)
 def _fast_region(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+class FlakyStreams:
+    """The real Streams client, with GetRecords failing on chosen calls (AWS's fault)."""
+
+    def __init__(self, client, fail_calls: set[int]) -> None:
+        self.client = client
+        self.fail_calls = fail_calls
+        self.calls = 0
+        self.exceptions = client.exceptions
+
+    def get_records(self, **kwargs):
+        self.calls += 1
+        if self.calls in self.fail_calls:
+            raise ConnectionError("stream endpoint went away")
+        return self.client.get_records(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+async def test_records_read_before_a_failing_read_are_not_lost(target, store, tmp_path):
+    store.append("users", "6", "t", {"id": "6"})
+    recorder = Recorder()
+    poller = make_poller(target, recorder, tmp_path / "db", batch_window=0.3)
+    poller.streams = FlakyStreams(poller.streams, fail_calls={2})
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(0.1)
+    await asyncio.to_thread(store.append, "users", "6", "t", {"id": "6"})
+    for _ in range(200):
+        if len(recorder.delivered()) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    poller.stop()
+    await task
+    assert recorder.delivered() == [1, 2]
+
+
+class AlwaysFails(Recorder):
+    async def __call__(self, event: dict) -> InvocationResult:
+        self.batches.append(event["Records"])
+        if any(r["dynamodb"]["Keys"]["sk"]["N"] == "2" for r in event["Records"]):
+            raise RuntimeError("publisher sandbox crashed")
+        return InvocationResult("r", {"batchItemFailures": []}, None, 1.0)
+
+
+async def test_a_batch_that_keeps_failing_is_set_aside_and_the_shard_moves_on(
+    target, store, tmp_path
+):
+    import json
+    import sqlite3
+
+    store.append("users", "7", "t", {"id": "7"})
+    store.append("users", "7", "t", {"id": "7"})
+    failing = AlwaysFails()
+    poller = make_poller(target, failing, tmp_path / "db", retry_delay=0.01, max_attempts=3)
+    for _ in range(20):
+        await poller.poll_once()
+        await asyncio.sleep(0.02)
+    assert len(failing.batches) == 3  # the attempt and retries, then it is set aside
+    assert poller.failed == 2
+    rows = sqlite3.connect(tmp_path / "db").execute(
+        "SELECT records, reason FROM stream_failures").fetchall()
+    assert len(rows) == 1
+    assert [r["dynamodb"]["Keys"]["sk"]["N"] for r in json.loads(rows[0][0])] == ["1", "2"]
+    assert "publisher sandbox crashed" in rows[0][1]
+    store.append("users", "7", "t", {"id": "7"})  # the shard is not blocked
+    await poller.catch_up()
+    assert failing.delivered()[-1] == 3

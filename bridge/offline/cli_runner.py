@@ -18,6 +18,7 @@ import click
 from bridge.core.errors import BridgeError
 from bridge.offline.cloud import LocalCloud, OfflineOptions
 from bridge.offline.dynamodb import check_port_free
+from bridge.offline.state import DatabaseLock
 
 
 def run_offline(options: dict[str, Any], routes: dict[str, str], *, as_json: bool,
@@ -141,7 +142,14 @@ def clean_local_data(db: Path, dynamodb_port: int, yes: bool, target: Any = None
                    + (f" and {target.dynamodb_endpoint} has no {target.stage} tables"
                       if target else ""))
         return
-    contents: list[str] = []
+    lock = DatabaseLock(db).acquire()  # refused while a `bridge offline` uses the file
+    try:
+        _clean(db, dynamodb_port, yes, target, tables)
+    finally:
+        lock.release()
+
+
+def _clean(db: Path, dynamodb_port: int, yes: bool, target: Any, tables: list[str]) -> None:
     if db.exists():
         try:
             check_port_free("127.0.0.1", dynamodb_port)

@@ -19,11 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from bridge.aws import DEFAULT_REGION, core_table_name, log_table_name
+from bridge.core.errors import BridgeError
 from bridge.core.events import BUS_NAME
 from bridge.core.subscriptions import FunctionSpec, Subscriptions
 from bridge.offline.dynamodb import DynamoDBProcess, free_port
 from bridge.offline.poller import StreamPoller
-from bridge.offline.state import Checkpoints, restore_tables, save_tables
+from bridge.offline.state import (
+    Checkpoints,
+    DatabaseLock,
+    check_database,
+    restore_tables,
+    save_tables,
+)
 
 log = logging.getLogger("bridge.offline")
 
@@ -126,6 +133,9 @@ class LocalCloud:
         from bridge.store import create_tables
 
         o = self.options
+        await asyncio.to_thread(check_database, o.db)
+        lock = DatabaseLock(o.db).acquire()
+        self._cleanups.append(lock.release)
         o.events_port = o.events_port or free_port(o.host)
         o.ws_port = o.ws_port or free_port(o.host)
         try:
@@ -156,7 +166,11 @@ class LocalCloud:
             )
             await self.runtime.start()
             self._cleanups.append(self.runtime.stop)
-            await self.runtime.warm()
+            try:
+                await self.runtime.warm()
+            except Exception as error:  # noqa: BLE001 - Lambda retries init on first use
+                log.warning("a function could not be warmed up (it will be tried again when "
+                            "invoked): %s", error)
             self.bus = Bus(
                 rules=rules_from(self.subscriptions, o.stage, o.region, ACCOUNT),
                 deliver=self.runtime.invoke_async,
@@ -164,15 +178,18 @@ class LocalCloud:
                 region=o.region,
                 account=ACCOUNT,
             )
+            self._cleanups.append(self.bus.close)
             self.events = await EventsServer(self.bus, self.runtime, o.host, o.events_port).start()
             self._cleanups.append(self.events.stop)
             await self._start_gateway()
+            checkpoints = await asyncio.to_thread(Checkpoints, o.db)
+            self._cleanups.append(checkpoints.close)
             self.poller = StreamPoller(
                 dynamodb=client,
                 streams=session.client("dynamodbstreams", endpoint_url=self.dynamodb_url),
                 table_name=log_table_name(o.stage),
                 invoke=lambda event: self.runtime.invoke(PUBLISHER.name, event),
-                checkpoints=Checkpoints(o.db),
+                checkpoints=checkpoints,
                 batch_window=o.batch_window,
             )
             self._poll_task = asyncio.create_task(self.poller.run(), name="stream-poller")
@@ -209,38 +226,60 @@ class LocalCloud:
         self._cleanups.append(self.gateway.stop)
 
     async def stop(self) -> dict[str, int]:
-        """Drain the pipeline, then stop; returns what the snapshot saved per table."""
+        """Drain the pipeline, then stop every part; returns what the snapshot saved.
+
+        Each part is stopped even when an earlier step failed (the archive is always
+        flushed); a failure is then reported as one error after everything stopped.
+        """
         saved: dict[str, int] = {}
-        if self._poll_task is None:
+        failure: BaseException | None = None
+        try:
+            if self._poll_task is not None:
+                await self._drain()
+                if self.embedded:
+                    await self.archive.close()  # flushed before the snapshot is taken
+                    saved = await self._save_tables()
+        except Exception as error:  # noqa: BLE001 - reported after the rest has stopped
+            failure = error
+            log.error("stopping: %s", error)
+        finally:
+            self._poll_task = None
             await self._stop_started()
-            return saved
+        if failure is not None:
+            raise BridgeError(f"bridge offline stopped with an error: {failure}") from None
+        return saved
+
+    async def _drain(self) -> None:
+        """Refuse new work, then publish and handle everything already accepted."""
         await self.gateway.stop()
         if self.embedded:
             await asyncio.to_thread(self.embedded.close_writes)
         self.poller.stop()
         await self._poll_task
-        await self.poller.catch_up()
-        await self.runtime.drain()
-        # No more PutEvents from outside; what the last handlers published still runs.
-        await self.events.stop()
-        await self.runtime.drain()
-        await self.bus.close()
-        await self.archive.close()
-        await self.runtime.stop()
-        self.poller.checkpoints.close()
-        if self.embedded:
-            client = self._session().client("dynamodb", endpoint_url=self.dynamodb_url)
-            saved = await asyncio.to_thread(save_tables, client, self.options.db)
-            await asyncio.to_thread(self.embedded.stop)
-        self._poll_task = None
-        self._cleanups.clear()
-        return saved
+        # A handler may append to the log while it runs (a saga); its items are in the
+        # stream only after the handler ends. Repeat until a pass publishes nothing.
+        while True:
+            published = self.poller.published
+            await self.poller.catch_up()
+            await self.runtime.drain()
+            if self.poller.published == published:
+                break
+        await self.events.stop()  # no more PutEvents from outside …
+        await self.runtime.drain()  # … and what the last handlers published has run
+
+    async def _save_tables(self) -> dict[str, int]:
+        client = self._session().client("dynamodb", endpoint_url=self.dynamodb_url)
+        return await asyncio.to_thread(save_tables, client, self.options.db)
 
     async def _stop_started(self) -> None:
+        """Undo every start step, newest first; one failing step doesn't skip the rest."""
         for cleanup in reversed(self._cleanups):
-            result = cleanup()
-            if asyncio.iscoroutine(result):
-                await result
+            try:
+                result = cleanup()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as error:  # noqa: BLE001 - keep stopping the other parts
+                log.error("stopping %s: %s", getattr(cleanup, "__qualname__", cleanup), error)
         self._cleanups.clear()
 
 

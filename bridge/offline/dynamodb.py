@@ -212,7 +212,15 @@ class DynamoDBProcess:
             self._process.wait()
             reason = error[-1].removeprefix("error: ") if error else "no reason given"
             raise BridgeError(f"the embedded DynamoDB did not start: {reason}")
+        # moto logs a traceback per bad request: an unread pipe would fill and hang it.
+        threading.Thread(target=self._forward_stderr, name="dynamodb-stderr", daemon=True).start()
         return self
+
+    def _forward_stderr(self) -> None:
+        assert self._process is not None and self._process.stderr is not None
+        log = logging.getLogger("bridge.offline.dynamodb")
+        for line in self._process.stderr:
+            log.debug("%s", line.rstrip())
 
     def open_writes(self) -> None:
         self._control(OPEN_WRITES_PATH, timeout=10)

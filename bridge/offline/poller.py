@@ -29,6 +29,7 @@ from bridge.offline.state import Checkpoints
 
 log = logging.getLogger("bridge.offline.poller")
 
+FINAL_ATTEMPTS = 3  # while stopping: tries of a failing batch before it is set aside
 Invoke = Callable[[dict[str, Any]], Awaitable[Any]]  # → an object with .ok/.payload/.error
 
 
@@ -91,6 +92,7 @@ class StreamPoller:
         min_idle: float = 0.005,
         max_idle: float = 0.1,
         retry_delay: float = 1.0,
+        max_attempts: int = 10,  # as the stack's event source mapping
     ) -> None:
         self.dynamodb = dynamodb  # boto3 clients; called from worker threads
         self.streams = streams
@@ -102,9 +104,11 @@ class StreamPoller:
         self.min_idle = min_idle
         self.max_idle = max_idle
         self.retry_delay = retry_delay
+        self.max_attempts = max_attempts
         self.stream_arn: str | None = None
         self.shards: dict[str, ShardState] = {}
         self.published = 0
+        self.failed = 0  # records given up on (kept in stream_failures)
         self._stop = asyncio.Event()
         self._shards_checked = 0.0
 
@@ -133,7 +137,7 @@ class StreamPoller:
         deadline = time.monotonic() + timeout
         before = self.published
         while time.monotonic() < deadline:
-            handled = await self.poll_once(refresh=True)
+            handled = await self.poll_once(refresh=True, final=True)
             log.debug("catch-up pass: %d records over %d shards", handled, len(self.shards))
             if not handled and not any(s.pending for s in self.shards.values()):
                 log.info("stream caught up: %d records published while stopping",
@@ -143,15 +147,15 @@ class StreamPoller:
                 await asyncio.sleep(0.05)
         log.warning("stream not fully published after %.0f s", timeout)
 
-    async def poll_once(self, refresh: bool = False) -> int:
+    async def poll_once(self, refresh: bool = False, final: bool = False) -> int:
         """One pass over the shards; returns the number of records handed over."""
         if not await self._refresh_shards(force=refresh):
             return 0
         handled = 0
         for shard in list(self.shards.values()):
-            if shard.finished or not self._parent_done(shard):
+            if shard.finished and not shard.pending or not self._parent_done(shard):
                 continue
-            handled += await self._poll_shard(shard)
+            handled += await self._poll_shard(shard, final=final)
         return handled
 
     def _parent_done(self, shard: ShardState) -> bool:
@@ -215,43 +219,76 @@ class StreamPoller:
             shard.finished = True  # a closed shard, read to its end
         return [lambda_record(r, self.stream_arn) for r in response.get("Records", [])]
 
-    async def _poll_shard(self, shard: ShardState) -> int:
-        if shard.pending:
-            if time.monotonic() < shard.retry_at:
-                return 0
-            records = shard.pending
-        else:
-            records = await self._read(shard, self.batch_size)
-            deadline = time.monotonic() + self.batch_window
-            while (records and len(records) < self.batch_size and shard.iterator
-                   and time.monotonic() < deadline):
-                more = await self._read(shard, self.batch_size - len(records))
-                if not more:
-                    await asyncio.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
-                records += more
+    async def _poll_shard(self, shard: ShardState, final: bool = False) -> int:
+        """Read (into ``pending`` at once, so nothing read is ever dropped), invoke,
+        checkpoint what succeeded; returns how many records were taken off the stream.
+        ``final``: stopping — retries come at once, and a batch that still fails after
+        a few is recorded as a stream failure rather than left behind."""
+        if shard.pending and not final and time.monotonic() < shard.retry_at:
+            return 0
+        if not shard.pending:
+            await self._fill(shard)
+        records = list(shard.pending)
         if not records:
             if shard.finished:
                 await asyncio.to_thread(
                     self.checkpoints.save, self.stream_arn, shard.shard_id, None, True
                 )
             return 0
-        result = await self.invoke({"Records": records})
-        failed = failed_from(result, records)
+        try:
+            result = await self.invoke({"Records": records})
+            failed = failed_from(result, records)
+            reason: Any = result.error or (result.payload or {}).get("batchItemFailures")
+        except Exception as error:  # noqa: BLE001 - the runtime itself failed: retry too
+            failed, reason = 0, f"{type(error).__name__}: {error}"
         done = records if failed is None else records[:failed]
         if done:
-            await asyncio.to_thread(
-                self.checkpoints.save, self.stream_arn, shard.shard_id,
-                done[-1]["dynamodb"]["SequenceNumber"], shard.finished and failed is None,
-            )
-            self.published += len(done)
+            await self._checkpoint(shard, done, last=failed is None)
         if failed is None:
             shard.pending, shard.attempts = [], 0
-        else:
-            shard.pending = records[failed:]
-            shard.attempts += 1
-            delay = min(30.0, self.retry_delay * 2 ** (shard.attempts - 1))
-            shard.retry_at = time.monotonic() + delay
-            reason = result.error or (result.payload or {}).get("batchItemFailures")
-            log.warning("publisher failed on %d of %d records (attempt %d, retry in %.1f s): %s",
-                        len(shard.pending), len(records), shard.attempts, delay, reason)
+            return len(done)
+        shard.pending = records[failed:]
+        shard.attempts += 1
+        if shard.attempts >= (FINAL_ATTEMPTS if final else self.max_attempts):
+            given_up = len(shard.pending)
+            await self._give_up(shard, reason)
+            return len(done) + given_up
+        delay = min(30.0, self.retry_delay * 2 ** (shard.attempts - 1))
+        shard.retry_at = time.monotonic() + delay
+        log.warning("publisher failed on %d of %d records (attempt %d, retry in %.1f s): %s",
+                    len(shard.pending), len(records), shard.attempts, delay, reason)
         return len(done)
+
+    async def _fill(self, shard: ShardState) -> None:
+        shard.pending.extend(await self._read(shard, self.batch_size))
+        deadline = time.monotonic() + self.batch_window
+        while (shard.pending and len(shard.pending) < self.batch_size and shard.iterator
+               and time.monotonic() < deadline):
+            more = await self._read(shard, self.batch_size - len(shard.pending))
+            if not more:
+                await asyncio.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+            shard.pending.extend(more)
+
+    async def _checkpoint(self, shard: ShardState, done: list[dict[str, Any]], last: bool) -> None:
+        await asyncio.to_thread(
+            self.checkpoints.save, self.stream_arn, shard.shard_id,
+            done[-1]["dynamodb"]["SequenceNumber"], shard.finished and last,
+        )
+        self.published += len(done)
+
+    async def _give_up(self, shard: ShardState, reason: Any) -> None:
+        """As Lambda does after its retry attempts: record the batch, move on."""
+        records, shard.pending, shard.attempts = shard.pending, [], 0
+        await asyncio.to_thread(
+            self.checkpoints.record_failure, self.stream_arn, shard.shard_id, records,
+            str(reason),
+        )
+        await asyncio.to_thread(
+            self.checkpoints.save, self.stream_arn, shard.shard_id,
+            records[-1]["dynamodb"]["SequenceNumber"], shard.finished,
+        )
+        self.failed += len(records)
+        log.error("publisher gave up on %d records (sequence numbers %s to %s): %s; they are "
+                  "kept in the stream_failures table of the local database",
+                  len(records), records[0]["dynamodb"]["SequenceNumber"],
+                  records[-1]["dynamodb"]["SequenceNumber"], reason)

@@ -17,6 +17,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from bridge.core.errors import BridgeError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
     stream_arn TEXT NOT NULL,
@@ -25,9 +27,58 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     finished INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (stream_arn, shard_id)
 );
+CREATE TABLE IF NOT EXISTS stream_failures (
+    stream_arn TEXT NOT NULL,
+    shard_id TEXT NOT NULL,
+    first_sequence_number TEXT NOT NULL,
+    last_sequence_number TEXT NOT NULL,
+    records TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    failed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
 CREATE TABLE IF NOT EXISTS dynamodb_tables (name TEXT PRIMARY KEY, definition TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dynamodb_items (table_name TEXT NOT NULL, item TEXT NOT NULL);
 """
+
+
+class DatabaseLock:
+    """``{db}.lock``, held while `bridge offline` runs: a second one on the same file,
+    or `bridge clean` under a running one, is refused instead of corrupting the data."""
+
+    def __init__(self, db: str | Path) -> None:
+        self.path = Path(f"{db}.lock")
+        self._file: Any = None
+
+    def acquire(self) -> DatabaseLock:
+        import fcntl
+
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise BridgeError(f"{self.path.with_suffix('')} is in use by a running `bridge "
+                              "offline`; stop it first") from None
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        """Remove the lock file while still holding it, then let go."""
+        if self._file is not None:
+            self.path.unlink(missing_ok=True)
+            self._file.close()
+            self._file = None
+
+
+def check_database(path: str | Path) -> None:
+    """Fail with one line when the file can't be the local database (bad folder, not
+    SQLite, read-only), before anything else starts."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connect(path).close()
+    except (OSError, sqlite3.Error) as error:
+        raise BridgeError(f"{path} cannot be the local database: {error}") from None
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -62,6 +113,17 @@ class Checkpoints:
             "sequence_number = COALESCE(excluded.sequence_number, sequence_number), "
             "finished = excluded.finished",
             (stream_arn, shard_id, sequence_number, int(finished)),
+        )
+
+    def record_failure(self, stream_arn: str, shard_id: str, records: list[dict[str, Any]],
+                       reason: str) -> None:
+        """Keep a batch the publisher gave up on (the stack sends its description to an
+        SQS queue; locally the records themselves are kept, to be looked at)."""
+        self.conn.execute(
+            "INSERT INTO stream_failures (stream_arn, shard_id, first_sequence_number, "
+            "last_sequence_number, records, reason) VALUES (?, ?, ?, ?, ?, ?)",
+            (stream_arn, shard_id, records[0]["dynamodb"]["SequenceNumber"],
+             records[-1]["dynamodb"]["SequenceNumber"], json.dumps(records), reason),
         )
 
     def forget_older_streams(self, stream_arn: str) -> int:
