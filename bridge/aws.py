@@ -6,6 +6,7 @@ For stage ``local`` everything defaults to the local cloud (DynamoDB on
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +30,14 @@ def core_table_name(stage: str) -> str:
 
 
 def is_loopback(url: str | None) -> bool:
-    """Does the URL point at this machine?"""
+    """Does the URL point at this machine? (An IP literal, not a name like 127.x.com.)"""
     host = urlparse(url or "").hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import click
 from botocore.exceptions import (
@@ -24,6 +25,7 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bridge.aws import Target, is_loopback
@@ -43,10 +45,24 @@ def aws_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
     @functools.wraps(command)
     def wrapper(stage, endpoint_url, region, profile, as_json, **kwargs):
+        if endpoint_url is not None:
+            check_url("--endpoint-url", endpoint_url)
         target = Target(stage=stage, endpoint_url=endpoint_url, region=region, profile=profile)
         return command(target=target, as_json=as_json, **kwargs)
 
     return wrapper
+
+
+def check_url(option: str, url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValidationError(f"{option} {url!r} is not a URL like http://127.0.0.1:8000")
+    return url
+
+
+def cells(*values: Any) -> list[str]:
+    """Table cells shown as written: stored text may contain rich markup like ``[b]``."""
+    return [escape(str(value)) for value in values]
 
 
 def emit(value: Any) -> None:
@@ -159,7 +175,8 @@ def query(target: Target, as_json: bool, log: str, id: str | None, after: int) -
         return
     table = Table("log", "id", "version", "type", "payload")
     for item in items:
-        table.add_row(item.log, item.id, str(item.version), item.type, json.dumps(item.payload))
+        table.add_row(*cells(item.log, item.id, item.version, item.type,
+                             json.dumps(item.payload, ensure_ascii=False)))
     Console().print(table)
 
 
@@ -272,6 +289,8 @@ def offline(as_json: bool, verbose: bool, quiet: bool, ws_routes: tuple[str, ...
     """
     from bridge.offline.cli_runner import run_offline
 
+    if options.get("dynamodb_endpoint"):
+        check_url("--dynamodb-endpoint", options["dynamodb_endpoint"])
     routes = {}
     for text in ws_routes:
         route, sep, handler = text.partition("=")
@@ -305,6 +324,7 @@ def clean(db: Path, dynamodb_port: int, dynamodb_endpoint: str | None, stage: st
 
     target = None
     if dynamodb_endpoint:
+        check_url("--dynamodb-endpoint", dynamodb_endpoint)
         if not is_loopback(dynamodb_endpoint):
             raise BridgeError(f"{dynamodb_endpoint} is not on this machine: `bridge clean` only "
                               "deletes local tables")
@@ -339,8 +359,8 @@ def failures_list(target: Target, as_json: bool) -> None:
         return
     table = Table("request id", "function", "when", "attempts", "error", "status")
     for f in found:
-        table.add_row(f.request_id, f.function_name, f.timestamp, str(f.invoke_count),
-                      f"{f.error_type}: {f.error_message}", f.status)
+        table.add_row(*cells(f.request_id, f.function_name, f.timestamp, f.invoke_count,
+                             f"{f.error_type}: {f.error_message}", f.status))
     Console().print(table)
 
 

@@ -94,8 +94,8 @@ def synth(
     from bridge.subscriptions import load
 
     subs = load(config_path)  # fails fast, before jsii starts
+    out = _writable_dir(Path(outdir))  # so does a bad --out (jsii would hang or crash)
     build_app, stage_code = _cdk_modules()
-    out = Path(outdir)
     with tempfile.TemporaryDirectory(prefix="dynamodb-logs-code-") as staging:
         code = stage_code(subs, Path(staging) / "code", extra_handlers=(names.PUBLISHER_HANDLER,))
         app, _ = build_app(
@@ -108,6 +108,16 @@ def synth(
         )
         assembly = app.synth()  # copies the staged code into the assembly
     return [Path(stack.template_full_path) for stack in assembly.stacks]
+
+
+def _writable_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-")  # noqa: SIM115
+        probe.close()
+    except OSError as error:
+        raise BridgeError(f"cannot write the templates to {path}: {error.strerror}") from None
+    return path
 
 
 def _cdk_modules() -> tuple[Any, Any]:

@@ -47,10 +47,16 @@ class LogStore:
         ``expected_version + 1`` and raises ``ConcurrencyError`` otherwise. Without
         it the current version is read and a lost race is retried.
         """
+        LogItem(log, id, (expected_version or 0) + 1, type, payload).to_item()  # before I/O
         if expected_version is not None:
             if expected_version < 0:
                 raise BridgeError(f"expected version must be >= 0, got {expected_version}")
-            return self._put(LogItem(log, id, expected_version + 1, type, payload))
+            item = LogItem(log, id, expected_version + 1, type, payload)
+            if expected_version and not self._exists(item.pk, expected_version):
+                # Writing N+1 without N would leave a gap no reader can fill. Log items
+                # are never deleted, so N present now is N present at the put.
+                raise ConcurrencyError(item.pk, item.version, self.version(log, id))
+            return self._put(item)
         version = self.version(log, id)
         for attempt in range(MAX_RACE_RETRIES):
             try:
@@ -97,6 +103,12 @@ class LogStore:
                 time.sleep(min(1.0, 0.01 * 2**attempt) * random.uniform(0.5, 1.0))
             else:
                 raise BridgeError(f"DynamoDB left items unprocessed after {MAX_RACE_RETRIES} tries")
+
+    def _exists(self, pk: str, version: int) -> bool:
+        response = self.table.get_item(
+            Key={"pk": pk, "sk": version}, ConsistentRead=True, ProjectionExpression="pk"
+        )
+        return "Item" in response
 
     def version(self, log: str, id: str) -> int:
         """The latest version of a stream, 0 if it has none."""

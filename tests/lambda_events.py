@@ -11,11 +11,12 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
+
+from bridge.offline.poller import lambda_record
 
 REGION = "us-east-1"
 
@@ -71,19 +72,12 @@ def read_stream(endpoint: str, table_name: str) -> tuple[str, list[dict[str, Any
 def stream_event(records: list[dict[str, Any]], stream_arn: str) -> dict[str, Any]:
     """The event Lambda's DynamoDB event source mapping passes to a handler.
 
-    Lambda adds ``eventSourceARN`` to each record and sends
-    ``ApproximateCreationDateTime`` as epoch seconds (boto3 had parsed it into a
-    datetime); the JSON round trip leaves only what a real invocation carries.
+    The local cloud's poller builds it the same way (``eventSourceARN`` added,
+    ``ApproximateCreationDateTime`` as epoch seconds, binary as base64); the JSON
+    round trip leaves only what a real invocation carries.
     """
-
-    def lambda_record(record: dict[str, Any]) -> dict[str, Any]:
-        dynamodb = dict(record["dynamodb"])
-        created = dynamodb.get("ApproximateCreationDateTime")
-        if isinstance(created, datetime):
-            dynamodb["ApproximateCreationDateTime"] = int(created.timestamp())
-        return {**record, "dynamodb": dynamodb, "eventSourceARN": stream_arn}
-
-    return json.loads(json.dumps({"Records": [lambda_record(r) for r in records]}))
+    event = {"Records": [lambda_record(r, stream_arn) for r in records]}
+    return json.loads(json.dumps(event))
 
 
 class RecordingHandler(BaseHTTPRequestHandler):

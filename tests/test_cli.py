@@ -159,3 +159,23 @@ def test_synth_writes_templates_and_deploy_says_what_is_missing(tmp_path):
     local = run("deploy", "--stage", "local")
     assert local.returncode != 0
     assert len(local.stderr.strip().splitlines()) == 1
+
+
+def test_stored_text_that_looks_like_markup_is_shown_as_written(where, store):
+    store.append("users", "m", "signup", {"id": "m", "bio": "[/b] and [bold]x"})
+    result = run("query", "users", "m", *where)
+    assert result.returncode == 0, result.stderr
+    assert "[/b] and [bold]x" in result.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("query", "users", "--endpoint-url", "notaurl"),
+    ("offline", "--dynamodb-endpoint", "ftp://x"),
+    ("append", "users", "1", "t", "--payload", '{"id": "1", "n": 1e300}',
+     "--endpoint-url", "http://127.0.0.1:9"),
+])
+def test_more_bad_input_is_one_line_exit_2(args):
+    result = run(*args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr

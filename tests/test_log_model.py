@@ -73,3 +73,40 @@ def test_floats_become_decimal_and_come_back_as_numbers():
 def test_nan_and_infinity_are_refused(bad):
     with pytest.raises(ValidationError, match="cannot be stored"):
         to_dynamo({"x": bad})
+
+
+@pytest.mark.parametrize("number", [1e300, 1e-200, 10**40, -(10**40)])
+def test_numbers_dynamodb_cannot_hold_are_refused_in_one_line(number):
+    with pytest.raises(ValidationError, match="out of DynamoDB's range"):
+        to_dynamo({"id": "1", "n": number})
+
+
+def test_numbers_at_dynamodb_limits_pass():
+    assert to_dynamo(10**37) == 10**37
+    assert to_dynamo(1.5e125) == Decimal("1.5E+125")
+    assert to_dynamo(0.0) == Decimal("0.0")
+
+
+def test_names_have_a_length_limit():
+    with pytest.raises(ValidationError, match="type is 257 characters; at most 256"):
+        LogItem("users", "1", 1, "t" * 257, {"id": "1"}).to_item()
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"pk": "u#1#stream", "sk": Decimal("1.5"), "type": "t"}, "sk must be a whole number"),
+        ({"pk": "u#1#stream", "sk": 0, "type": "t"}, "sk must be a whole number"),
+        ({"pk": "u#1#stream", "sk": 1, "type": 5}, "type must be a non-empty string"),
+        ({"pk": "u#1#stream", "sk": 1, "type": "t", "payload": "x"}, "payload must be a map"),
+    ],
+)
+def test_items_written_around_the_store_are_checked_on_read(item, message):
+    with pytest.raises(ValidationError, match=message):
+        LogItem.from_item(item)
+
+
+def test_binary_values_read_back_as_base64_text():
+    item = LogItem.from_item({"pk": "u#1#stream", "sk": 1, "type": "t",
+                              "payload": {"id": "1", "avatar": b"\x00\x01\x02"}})
+    assert item.payload == {"id": "1", "avatar": "AAEC"}

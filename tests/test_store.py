@@ -161,3 +161,15 @@ def test_put_batch_writes_more_than_one_call_and_validates_first(store):
         store.put_batch([LogItem("bulk2", "1", 1, "t", {"id": "1"}),
                          LogItem("bulk2", "2", 1, "t", {"id": "9"})])
     assert store.ids("bulk2") == []  # nothing half-written
+
+
+def test_an_expected_version_beyond_the_stream_leaves_no_gap(store):
+    store.append("users", "gap", "signup", {"id": "gap"})
+    with pytest.raises(ConcurrencyError) as conflict:
+        store.append("users", "gap", "rename", {"id": "gap"}, expected_version=5)
+    assert str(conflict.value) == (
+        "conflict on users#gap#stream: expected version 5, but the latest version is 1")
+    with pytest.raises(ConcurrencyError):
+        store.append("users", "new", "rename", {"id": "new"}, expected_version=3)
+    assert store.versions("users", "gap") == [1]
+    assert store.versions("users", "new") == []

@@ -22,7 +22,10 @@ class ConcurrencyError(BridgeError):
         self.pk = pk
         self.attempted = attempted
         self.existing = existing
-        super().__init__(
-            f"conflict on {pk}: version {attempted} already exists "
-            f"(latest version is {existing})"
-        )
+        if existing >= attempted:
+            message = (f"conflict on {pk}: version {attempted} already exists "
+                       f"(latest version is {existing})")
+        else:
+            message = (f"conflict on {pk}: expected version {attempted - 1}, but the "
+                       f"latest version is {existing}")
+        super().__init__(message)

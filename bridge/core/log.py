@@ -6,6 +6,7 @@ its version (1, 2, 3 ...). Nothing here talks to DynamoDB; the store does.
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import dataclass
 from decimal import Decimal
@@ -15,6 +16,7 @@ from bridge.core.errors import ValidationError
 
 STREAM_SUFFIX = "#stream"
 MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item size limit
+MAX_NAME_LENGTH = 256  # log, id and type: keys and event fields, not documents
 
 
 def stream_key(log: str, id: str) -> str:
@@ -40,13 +42,18 @@ def check_name(kind: str, value: object) -> str:
 
 
 def to_dynamo(value: Any) -> Any:
-    """Floats become ``Decimal`` (boto3 refuses floats); NaN and infinity are refused."""
+    """Floats become ``Decimal`` (boto3 refuses floats); numbers DynamoDB can't hold
+    (NaN, infinity, beyond 38 digits or its exponent range) are refused here, in one
+    line, instead of deep inside boto3."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             raise ValidationError(f"number {value} cannot be stored in DynamoDB")
-        return Decimal(repr(value))  # repr keeps the shortest exact decimal form
+        return _check_number(Decimal(repr(value)))  # repr: the shortest exact form
+    if isinstance(value, int):
+        _check_number(Decimal(value))
+        return value
     if isinstance(value, dict):
         return {k: to_dynamo(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -54,10 +61,28 @@ def to_dynamo(value: Any) -> Any:
     return value
 
 
+def _check_number(number: Decimal) -> Decimal:
+    """DynamoDB numbers: up to 38 significant digits, magnitude 1e-130 to 1e126."""
+    if number == 0:
+        return number
+    digits = len(number.as_tuple().digits)  # as boto3 counts: 10**40 has 41 digits
+    exponent = number.adjusted()
+    if digits > 38 or not -130 <= exponent <= 125:
+        raise ValidationError(
+            f"number {number} is out of DynamoDB's range (38 digits, 1e-130 to 1e126)"
+        )
+    return number
+
+
 def from_dynamo(value: Any) -> Any:
-    """``Decimal`` comes back as ``int`` when whole, else ``float``; sets become lists."""
+    """``Decimal`` comes back as ``int`` when whole, else ``float``; sets become lists;
+    binary values become base64 text (JSON has no bytes)."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode()
+    if isinstance(getattr(value, "value", None), bytes):  # boto3's Binary wrapper
+        return base64.b64encode(value.value).decode()
     if isinstance(value, dict):
         return {k: from_dynamo(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
@@ -107,6 +132,11 @@ class LogItem:
         check_name("id", self.id)
         if not isinstance(self.type, str) or not self.type:
             raise ValidationError("type must be a non-empty string")
+        for kind, name in (("log", self.log), ("id", self.id), ("type", self.type)):
+            if len(name) > MAX_NAME_LENGTH:
+                # Names travel in every event; the 10 KB partial rule cuts the payload only.
+                raise ValidationError(f"{kind} is {len(name)} characters; at most "
+                                      f"{MAX_NAME_LENGTH} are allowed")
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             raise ValidationError(f"version must be an integer >= 1, got {self.version!r}")
         if not isinstance(self.payload, dict):
@@ -133,14 +163,22 @@ class LogItem:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> LogItem:
-        """Read a stored item back (``Decimal`` → numbers)."""
+        """Read a stored item back (``Decimal`` → numbers). Items written around the
+        store (the AWS CLI, a console) are checked: a bad one raises ValidationError."""
         log, id = parse_stream_key(item["pk"])
+        sk, type, payload = item.get("sk"), item.get("type"), item.get("payload", {})
+        if isinstance(sk, bool) or not isinstance(sk, (int, Decimal)) or sk != int(sk) or sk < 1:
+            raise ValidationError(f"{item['pk']}: sk must be a whole number >= 1, got {sk!r}")
+        if not isinstance(type, str) or not type:
+            raise ValidationError(f"{item['pk']}: type must be a non-empty string")
+        if not isinstance(payload, dict):
+            raise ValidationError(f"{item['pk']}: payload must be a map")
         return cls(
             log=item.get("log", log),
             id=id,
-            version=int(item["sk"]),
-            type=item["type"],
-            payload=from_dynamo(item.get("payload", {})),
+            version=int(sk),
+            type=type,
+            payload=from_dynamo(payload),
         )
 
     def to_json(self) -> dict[str, Any]:

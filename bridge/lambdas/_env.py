@@ -21,7 +21,16 @@ DEFAULT_REGION = "us-east-1"
 logger = logging.getLogger("bridge.lambdas")
 # The Lambda runtime leaves the root logger at WARNING; our count lines are INFO.
 # AWS_LAMBDA_LOG_LEVEL (Lambda's own log-level control) wins when it is set.
-logger.setLevel(os.environ.get("AWS_LAMBDA_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO")
+def _level(name: str) -> int:
+    """Lambda's levels include TRACE; users write "debug": neither may break import."""
+    name = name.strip().upper()
+    if name == "TRACE":
+        return logging.DEBUG
+    level = logging.getLevelName(name)
+    return level if isinstance(level, int) else logging.INFO
+
+
+logger.setLevel(_level(os.environ.get("AWS_LAMBDA_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or ""))
 
 _clients: dict[tuple[str, ...], Any] = {}
 _lock = threading.Lock()

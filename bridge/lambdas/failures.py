@@ -29,7 +29,10 @@ def failure_key(record: dict[str, Any]) -> dict[str, str]:
     context = record["requestContext"]
     return {
         "pk": f"failure#{function_name(context['functionArn'])}",
-        "sk": f"{record['timestamp']}#{context['requestId']}",
+        # The request id alone: a record delivered twice (even re-stamped) lands on the
+        # same key, so the conditional put is the whole duplicate check. Listing sorts
+        # by the record's timestamp.
+        "sk": context["requestId"],
     }
 
 
@@ -57,30 +60,6 @@ def failure_item(record: dict[str, Any], created_at: str) -> dict[str, dict[str,
     return item
 
 
-def _stored_key(client: Any, table: str, pk: str, request_id: str) -> dict[str, str] | None:
-    """The key of a record of this function with this request id, if one is stored.
-
-    The timestamp is part of the sort key, so a copy of the record stamped at
-    another moment would not collide on the key alone; the partition holds one
-    function's failures, few enough to read.
-    """
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "KeyConditionExpression": "pk = :pk",
-        "FilterExpression": "requestId = :id",
-        "ExpressionAttributeValues": {":pk": {"S": pk}, ":id": {"S": request_id}},
-        "ProjectionExpression": "pk, sk",
-        "ConsistentRead": True,
-    }
-    while True:
-        response = client.query(**kwargs)
-        for item in response.get("Items", []):
-            return {"pk": item["pk"]["S"], "sk": item["sk"]["S"]}
-        if "LastEvaluatedKey" not in response:
-            return None
-        kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-
-
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Store one failure record; a record stored before is left as it is."""
     if "requestContext" not in event or "timestamp" not in event:
@@ -89,10 +68,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     key = failure_key(event)
     item = failure_item(event, format_timestamp(datetime.now(UTC)))
     client = _env.client("dynamodb")
-    stored = _stored_key(client, table, key["pk"], item["requestId"]["S"])
-    if stored is not None:
-        _env.log("failure record already stored", **stored)
-        return {"stored": False, **stored}
     try:
         client.put_item(TableName=table, Item=item, ConditionExpression="attribute_not_exists(pk)")
     except client.exceptions.ConditionalCheckFailedException:

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from bridge.core.dynamo_json import load_item
-from bridge.core.events import BUS_NAME, batches, entry_for
+from bridge.core.events import BUS_NAME, MAX_PUT_BYTES, batches, entry_for, entry_size
 from bridge.core.log import STREAM_SUFFIX, LogItem
 from bridge.lambdas import _env
 
@@ -44,8 +44,8 @@ def _delay(retry: int) -> float:
     return min(MAX_DELAY_SECONDS, base * 2**retry)
 
 
-def _log_item(record: dict[str, Any]) -> LogItem | None:
-    """The log item a stream record announces, or None when it is not one to publish."""
+def _entry(record: dict[str, Any], bus: str) -> dict[str, Any] | None:
+    """The PutEvents entry a stream record becomes, or None when it is not one to publish."""
     if record.get("eventName") not in PUBLISHED_EVENTS:
         return None
     image = record.get("dynamodb", {}).get("NewImage")
@@ -56,15 +56,18 @@ def _log_item(record: dict[str, Any]) -> LogItem | None:
     if not isinstance(pk, str) or not pk.endswith(STREAM_SUFFIX):
         return None
     try:
-        return LogItem.from_item(item)
+        entry = entry_for(LogItem.from_item(item), bus)
+        if entry_size(entry) > MAX_PUT_BYTES:
+            raise ValueError(f"the event is {entry_size(entry)} bytes even when partial")
+        return entry
     except (ValueError, KeyError, TypeError) as error:
-        # Written past the store (no type, a bad key): no event can ever be built
-        # from it, and failing the batch would block the shard behind it forever.
+        # Written past the store (no type, a bad key, a huge type): no event can ever
+        # be built from it, and failing the batch would block the shard behind it.
         _env.log(
             "skipped an invalid log item",
             level=logging.ERROR,
             pk=pk,
-            sk=item.get("sk"),
+            sk=str(item.get("sk")),
             error=f"{type(error).__name__}: {error}",
             sequenceNumber=record.get("dynamodb", {}).get("SequenceNumber"),
         )
@@ -106,16 +109,26 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # (record position, entry) for each record that becomes an event, in stream order.
     selected: list[tuple[int, dict[str, Any]]] = []
     for position, record in enumerate(records):
-        item = _log_item(record)
-        if item is not None:
-            selected.append((position, entry_for(item, bus)))
+        entry = _entry(record, bus)
+        if entry is not None:
+            selected.append((position, entry))
 
     client = _env.client("events") if selected else None
     position_of = {id(entry): position for position, entry in selected}
     published = retries = 0
     failed_positions: list[int] = []
     for batch in batches(entry for _, entry in selected):
-        still_failing, batch_retries = _publish_batch(client, batch)
+        try:
+            still_failing, batch_retries = _publish_batch(client, batch)
+        except Exception as error:
+            if not published:
+                raise  # nothing sent yet: Lambda retries the whole batch
+            # Earlier calls were published: report this call's first record, so the
+            # retry starts there instead of sending those events again.
+            _env.log("PutEvents failed", level=logging.ERROR,
+                     error=f"{type(error).__name__}: {error}")
+            failed_positions = [position_of[id(batch[0])]]
+            break
         retries += batch_retries
         published += len(batch) - len(still_failing)
         if still_failing:
