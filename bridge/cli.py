@@ -99,6 +99,12 @@ def tables_create(target: Target, as_json: bool) -> None:
     """
     from bridge.store import create_tables
 
+    if not target.local_endpoint:
+        # In AWS the tables belong to the stack (`bridge deploy`); made here, they would
+        # block that deploy with "already exists".
+        raise BridgeError(f"`tables create` is for local endpoints; stage {target.stage}'s "
+                          "tables in AWS come with `bridge deploy --stage "
+                          f"{target.stage}`")
     created = create_tables(target.dynamodb(), target.log_table, target.core_table)
     tables_ = [target.log_table, target.core_table]
     if as_json:

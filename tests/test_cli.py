@@ -179,3 +179,9 @@ def test_more_bad_input_is_one_line_exit_2(args):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+def test_tables_create_refuses_aws():
+    result = run("tables", "create", "--stage", "dev")
+    assert result.returncode == 1
+    assert "come with `bridge deploy --stage dev`" in result.stderr

@@ -382,3 +382,34 @@ def test_a_bad_database_file_is_one_line(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip() == "error: db cannot be the local database: file is not a database"
+
+
+def signed_url(ws_url: str, key: str, secret: str) -> str:
+    from botocore.auth import SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method="GET", url=ws_url.replace("ws://", "https://"))
+    SigV4QueryAuth(Credentials(key, secret), "execute-api", "us-east-1", expires=60).add_auth(
+        request)
+    return request.url.replace("https://", "ws://")
+
+
+async def test_iam_auth_takes_urls_signed_with_the_printed_local_key(tmp_path):
+    import asyncio
+
+    import websockets
+    from websockets.exceptions import InvalidStatus
+
+    offline = await asyncio.to_thread(OfflineProcess(tmp_path, "--iam-auth").start)
+    try:
+        url = offline.started["websocket"]
+        with pytest.raises(InvalidStatus) as unsigned:
+            await websockets.connect(url)
+        assert unsigned.value.response.status_code == 403
+        with pytest.raises(InvalidStatus):
+            await websockets.connect(signed_url(url, "local", "wrong"))
+        async with websockets.connect(signed_url(url, "local", "local")) as ws:
+            assert ws.protocol.state.name == "OPEN"
+    finally:
+        await asyncio.to_thread(offline.stop)

@@ -416,14 +416,25 @@ ERRORS = [
         "reserved by the Lambda runtime",
     ),
     (
-        "reserved TZ variable",
+        "environment over Lambda's 4 KB",
         """
         [defaults]
-        environment = { TZ = "Europe/Paris" }
-        """,
+        environment = { BIG = "%s" }
+        """ % ("x" * 4000),
         2,
-        "defaults.environment.TZ",
-        "reserved by the Lambda runtime",
+        "defaults.environment",
+        "Lambda allows 4 KB for all variables",
+    ),
+    (
+        "pattern over EventBridge's 2048 characters",
+        """
+        [functions.users]
+        handler = "m.f"
+        pattern = { source = ["%s"] }
+        """ % ("s" * 2100),
+        3,
+        "functions.users.pattern",
+        "EventBridge allows 2048",
     ),
     (
         "project variable overridden",
@@ -706,3 +717,13 @@ def test_load_rejects_a_missing_bridge_handler_and_a_missing_file(tmp_path: Path
         load(path)
     with pytest.raises(BridgeError, match="no such subscriptions file"):
         load(tmp_path / "missing.toml")
+
+
+def test_variables_lambda_does_not_reserve_are_allowed() -> None:
+    subs = parse(
+        '[functions.users]\nhandler = "m.f"\n'
+        'environment = { TZ = "Europe/Paris", AWS_XRAY_CONTEXT_MISSING = "LOG_ERROR" }\n'
+    )
+    assert subs.functions["users"].environment == {
+        "TZ": "Europe/Paris", "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+    }

@@ -80,7 +80,19 @@ RESERVED_NAMES = frozenset({"publisher"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VARIABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_LAMBDA_RESERVED_VARIABLES = frozenset({"TZ", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR"})
+# Lambda refuses these in a function's configuration (its documented reserved list);
+# other AWS_* names (AWS_XRAY_CONTEXT_MISSING, AWS_LAMBDA_EXEC_WRAPPER …) and TZ are fine.
+_LAMBDA_RESERVED_VARIABLES = frozenset({
+    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
+})
+# Lambda: 4 KB for all of a function's variables; 512 B are kept for the project's own.
+_ENVIRONMENT_BYTES = 4096 - 512
+_PATTERN_CHARACTERS = 2048  # EventBridge's default quota for one event pattern
 
 # key -> (low, high) for the integer settings; bounds are AWS's own where AWS has one.
 _RANGES: dict[str, tuple[int, int]] = {
@@ -271,12 +283,16 @@ class _Parser:
             where = (*path, name)
             if name in PROJECT_VARIABLES:
                 raise self.fail(where, "is set by the project from the stage; it can't be set here")
-            if name.startswith(("AWS_", "_")) or name in _LAMBDA_RESERVED_VARIABLES:
+            if name in _LAMBDA_RESERVED_VARIABLES:
                 raise self.fail(where, "is reserved by the Lambda runtime")
             if not _VARIABLE.match(name):
                 raise self.fail(where, "variable names are letters, digits and _, letter first")
             if not isinstance(text, str):
                 raise self.fail(where, f"must be a string, got {_kind(text)} (quote it)")
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in variables.items())
+        if size > _ENVIRONMENT_BYTES:
+            raise self.fail(path, f"is {size} bytes; Lambda allows 4 KB for all variables, "
+                                  f"so at most {_ENVIRONMENT_BYTES} here")
         return dict(variables)
 
     def permissions(self, value: Any, path: tuple[str, ...]) -> tuple[str, ...]:
@@ -290,7 +306,12 @@ class _Parser:
 
     def pattern(self, value: Any, path: tuple[str, ...]) -> dict[str, Any]:
         try:
-            return validate_pattern(value)
+            pattern = validate_pattern(value)
+            length = len(json.dumps(pattern, separators=(",", ":")))
+            if length > _PATTERN_CHARACTERS:
+                raise PatternError(f"pattern: is {length} characters; EventBridge allows "
+                                   f"{_PATTERN_CHARACTERS}")
+            return pattern
         except PatternError as error:
             message = str(error)
             if message.startswith("pattern"):

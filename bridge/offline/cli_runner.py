@@ -102,7 +102,8 @@ def _print_started(cloud: LocalCloud, as_json: bool) -> None:
                f"  EventBridge  {cloud.events_url}  (bus dynamodb-log, "
                f"{len(cloud.bus.rules)} rules, archive dynamodb-logs-archive)\n"
                f"  Lambda       {cloud.events_url}  ({functions})\n"
-               f"  WebSocket    {cloud.ws_url}  (management API {cloud.management_url})\n"
+               f"  WebSocket    {cloud.ws_url}  (management API {cloud.management_url}"
+               + (", $connect needs SigV4 with key local/local" if o.iam_auth else "") + ")\n"
                f"  archive      {o.db} (SQLite, table events)\n"
                "Point the AWS CLI and SDKs at it:")
     click.echo("  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local")

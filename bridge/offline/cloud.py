@@ -38,6 +38,8 @@ ACCOUNT = "000000000000"
 # The key the local functions sign with: the embedded endpoint lets it write while
 # draining. Any key works against local endpoints; this one is recognisable in logs.
 FUNCTIONS_KEY = "bridge-offline"
+# With --iam-auth, $connect URLs must be signed with this key (the README's exports).
+SIGNING_CREDENTIALS = ("local", "local")
 PUBLISHER = FunctionSpec(
     name="publisher",
     handler="bridge.lambdas.publisher.handler",
@@ -219,7 +221,7 @@ class LocalCloud:
         self.gateway = Gateway(
             stage=o.stage, invoke=invoke, routes=set(o.ws_routes), host=o.host, port=o.ws_port,
             idle_timeout=o.idle_timeout, max_connection_age=o.max_connection_age,
-            iam_auth=o.iam_auth, credentials=(FUNCTIONS_KEY, FUNCTIONS_KEY) if o.iam_auth else None,
+            iam_auth=o.iam_auth, credentials=SIGNING_CREDENTIALS if o.iam_auth else None,
             region=o.region,
         )
         await self.gateway.start()
