@@ -326,3 +326,40 @@ async def test_cancel_replay(rules: list[Rule], writer: ArchiveWriter) -> None:
     with pytest.raises(EventsError) as again:
         bus.cancel_replay("stop-me")
     assert again.value.code == "IllegalStatusException"
+
+
+async def test_a_replay_waits_for_slow_handlers_instead_of_piling_up(
+    rules: list[Rule], writer: ArchiveWriter
+) -> None:
+    from bridge.offline.bus import REPLAY_MAX_BACKLOG, REPLAY_PAGE
+
+    pending: list[dict[str, Any]] = []
+    seen = {"max": 0}
+
+    def deliver(function: str, event: dict[str, Any]) -> None:
+        pending.append(event)
+        seen["max"] = max(seen["max"], len(pending))
+
+    bus = Bus(rules=rules, deliver=deliver, archive=writer, backlog=lambda: len(pending))
+    total = 5 * REPLAY_PAGE
+    for start in range(0, total, 10):
+        bus.put_events([entry("orders", n, at=T0) for n in range(start, start + 10)])
+    await writer.flush()
+    pending.clear()
+    seen["max"] = 0  # count the replay's deliveries only
+
+    async def handlers() -> None:  # work off 200 deliveries every 10 ms
+        while True:
+            del pending[:200]
+            await asyncio.sleep(0.01)
+
+    worker = asyncio.create_task(handlers())
+    try:
+        hour = timedelta(hours=1)
+        await bus.start_replay("paced", bus.archive_arn, T0 - hour, T0 + hour, bus.arn)
+        replay = await asyncio.wait_for(bus.wait_replay("paced"), timeout=20)
+    finally:
+        worker.cancel()
+    assert replay.state == "COMPLETED" and replay.replayed == total
+    # every event went to two rules (orders and everything): at most one page over the cap
+    assert seen["max"] <= REPLAY_MAX_BACKLOG + 2 * REPLAY_PAGE

@@ -430,3 +430,12 @@ async def test_stop_drains_in_flight_async_invocations(tmp_path: Path) -> None:
     assert sandboxes and all(s.process.returncode is not None for s in sandboxes)
     with pytest.raises(Exception, match="stopped"):
         runtime.invoke_async("recorder", {"n": "late"})
+
+
+async def test_a_response_over_lambdas_6_mb_is_a_function_error() -> None:
+    async with running(spec("big", ACTIONS)) as runtime:
+        fits = await runtime.invoke("big", {"action": "big", "bytes": 1_000_000})
+        assert fits.ok and len(fits.payload) == 1_000_000
+        over = await runtime.invoke("big", {"action": "big", "bytes": 7_000_000})
+    assert over.error["errorType"] == "Function.ResponseSizeTooLarge"
+    assert "6291556 bytes" in over.error["errorMessage"]

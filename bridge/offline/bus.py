@@ -56,6 +56,7 @@ Deliver = Callable[[str, dict[str, Any]], Any]
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT = "000000000000"
 REPLAY_PAGE = 500  # archived events read per worker-thread call during a replay
+REPLAY_MAX_BACKLOG = 2 * REPLAY_PAGE  # pending deliveries a replay lets build up
 _REPLAY_NAME = re.compile(r"^[.\-_A-Za-z0-9]{1,64}$")
 
 
@@ -282,8 +283,10 @@ class Bus:
         archive: ArchiveWriter | None = None,
         region: str = DEFAULT_REGION,
         account: str = DEFAULT_ACCOUNT,
+        backlog: Callable[[], int] = lambda: 0,
     ) -> None:
         self.name = name
+        self.backlog = backlog  # deliveries not yet handled; replays wait while it is high
         self.region = region
         self.account = account
         self.rules: dict[str, Rule] = {}
@@ -658,6 +661,10 @@ class Bus:
                 if len(page) < REPLAY_PAGE:
                     break
                 after = (page[-1].created_at, page[-1].seq)
+                # Pace the replay to the handlers: with a backlog of invocations, wait
+                # instead of piling a whole archive into memory as pending tasks.
+                while self.backlog() > REPLAY_MAX_BACKLOG:
+                    await asyncio.sleep(0.05)
                 await asyncio.sleep(0)  # let PutEvents and deliveries run between pages
             replay.state = ReplayState.COMPLETED
             logger.info("replay %s: %d events replayed", replay.name, replay.replayed)

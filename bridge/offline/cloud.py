@@ -176,6 +176,7 @@ class LocalCloud:
             self.bus = Bus(
                 rules=rules_from(self.subscriptions, o.stage, o.region, ACCOUNT),
                 deliver=self.runtime.invoke_async,
+                backlog=self.runtime.backlog,
                 archive=self.archive,
                 region=o.region,
                 account=ACCOUNT,

@@ -366,6 +366,10 @@ class FunctionRuntime:
         while self._retiring:
             await asyncio.gather(*list(self._retiring), return_exceptions=True)
 
+    def backlog(self) -> int:
+        """Async invocations scheduled and not finished (retries and onFailure included)."""
+        return len(self._tasks)
+
     async def drain(self) -> None:
         """Wait for every async invocation, its retries and its onFailure delivery."""
         while self._tasks:

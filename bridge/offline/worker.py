@@ -55,6 +55,7 @@ from typing import IO, Any
 from bridge.core.failure import error_payload
 
 MARSHAL_ERROR = "Runtime.MarshalError"
+MAX_RESPONSE_BYTES = 6_291_556  # Lambda's synchronous response limit
 IMPORT_MODULE_ERROR = "Runtime.ImportModuleError"
 HANDLER_NOT_FOUND = "Runtime.HandlerNotFound"
 USER_CODE_SYNTAX_ERROR = "Runtime.UserCodeSyntaxError"
@@ -209,6 +210,14 @@ class Sandbox:
             body = json.dumps(result, default=_encode_default)
         except (TypeError, ValueError) as exc:
             error = runtime_error(MARSHAL_ERROR, f"Unable to marshal response: {exc}")
+            _log_error(error)
+            return {"id": request_id, "error": error}
+        if len(body.encode()) > MAX_RESPONSE_BYTES:
+            error = runtime_error(
+                "Function.ResponseSizeTooLarge",
+                f"Response payload size exceeded maximum allowed payload size "
+                f"({MAX_RESPONSE_BYTES} bytes).",
+            )
             _log_error(error)
             return {"id": request_id, "error": error}
         return f'{{"id": {json.dumps(request_id)}, "payload": {body}}}'

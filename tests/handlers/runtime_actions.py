@@ -74,6 +74,8 @@ def handler(event: dict[str, Any], context: Any) -> Any:
         print("a line on stderr", file=sys.stderr)
         subprocess.run([sys.executable, "-c", "print('a line from a child process')"], check=True)
         return {"printed": True}
+    if action == "big":
+        return "x" * int(event["bytes"])
     if action == "sleep":
         started = time.time()
         time.sleep(float(event["seconds"]))
