@@ -15,18 +15,14 @@ from urllib.parse import urlparse
 import boto3
 from botocore.config import Config
 
+from bridge.core.names import core_table_name, log_table_name
+
 LOCAL_STAGE = "local"
 LOCAL_DYNAMODB = "http://127.0.0.1:8000"
 DUMMY_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
 DEFAULT_REGION = "us-east-1"
 
 
-def log_table_name(stage: str) -> str:
-    return f"{stage}-dynamodb-logs"
-
-
-def core_table_name(stage: str) -> str:
-    return f"{stage}-core"
 
 
 def is_loopback(url: str | None) -> bool:

@@ -34,8 +34,8 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
+from bridge.core import names
 from bridge.core.errors import BridgeError
-from cloud_stack import names
 
 __all__ = [
     "BOOTSTRAP_PARAMETER",

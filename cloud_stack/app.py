@@ -15,9 +15,9 @@ from pathlib import Path
 
 import aws_cdk as cdk
 
+from bridge.core import names
 from bridge.core.subscriptions import Subscriptions
 from bridge.subscriptions import load
-from cloud_stack import names
 from cloud_stack.assets import stage_code
 from cloud_stack.logs_stack import LogsStack
 

@@ -38,8 +38,8 @@ from aws_cdk import aws_sqs as sqs
 from cdk_nag import NagSuppressions
 from constructs import Construct
 
+from bridge.core import names
 from bridge.core.subscriptions import PROJECT_VARIABLES, FunctionSpec, Subscriptions
-from cloud_stack import names
 
 __all__ = ["PERMISSION_ACTIONS", "LogsStack", "project_environment"]
 

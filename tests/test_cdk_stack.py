@@ -21,10 +21,10 @@ import pytest
 
 import cloud_stack  # noqa: F401  (first: silences jsii's Node banner before aws_cdk loads)
 from bridge import deploy
+from bridge.core import names
 from bridge.core.errors import BridgeError, ValidationError
 from bridge.core.subscriptions import parse
 from bridge.subscriptions import load
-from cloud_stack import names
 from cloud_stack.assets import stage_code
 
 cdk = pytest.importorskip("aws_cdk", reason="the cdk extra is not installed")

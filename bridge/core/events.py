@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.core.log import LogItem
+from bridge.core.log import LogItem, from_dynamo
 
 SOURCE = "dynamodb-log"
 DETAIL_TYPE = "stream changes"
@@ -30,12 +30,11 @@ def compact_json(value: Any) -> str:
 
 
 def _number(value: Any) -> Any:
-    # Decimal from DynamoDB: whole numbers stay ints, the rest become floats.
-    from decimal import Decimal
-
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    """Values DynamoDB hands back (Decimal, binary) in their JSON form."""
+    converted = from_dynamo(value)
+    if converted is value:
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    return converted
 
 
 def detail_for(item: LogItem) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from bridge.core.events import (
     entry_size,
     envelope,
 )
+from bridge.core.names import function_arn, function_name
 from bridge.core.patterns import Pattern, validate_pattern
 
 if TYPE_CHECKING:
@@ -81,8 +82,8 @@ def _invalid(message: str) -> EventsError:
 
 
 def rule_name(stage: str, function: str) -> str:
-    """The rule of one subscriber, named like the CDK stack names it."""
-    return f"dynamodb-logs-{stage}-{function}"
+    """A subscriber's rule is named like its function (``dynamodb-logs-{stage}-x``)."""
+    return function_name(stage, function)
 
 
 def bus_arn(region: str, account: str, bus: str = BUS_NAME) -> str:
@@ -102,8 +103,7 @@ def replay_arn(region: str, account: str, name: str) -> str:
     return f"arn:aws:events:{region}:{account}:replay/{name}"
 
 
-def function_arn(region: str, account: str, stage: str, function: str) -> str:
-    return f"arn:aws:lambda:{region}:{account}:function:dynamodb-logs-{stage}-{function}"
+
 
 
 # --------------------------------------------------------------------------- rules

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.aws import DEFAULT_REGION, core_table_name, log_table_name
+from bridge.aws import DEFAULT_REGION
 from bridge.core.errors import BridgeError
 from bridge.core.events import BUS_NAME
+from bridge.core.names import core_table_name, log_table_name
 from bridge.core.subscriptions import FunctionSpec, Subscriptions
 from bridge.offline.dynamodb import DynamoDBProcess, free_port
 from bridge.offline.poller import StreamPoller

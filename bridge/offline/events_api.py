@@ -105,7 +105,8 @@ def _time(params: Params, name: str) -> datetime:
 def _page(params: Params, items: list[Any], key: str) -> dict[str, Any]:
     """Limit/NextToken pagination over a list (the token is an offset)."""
     token = _field(params, "NextToken", str)
-    limit = _field(params, "Limit", int) or 100
+    limit = _field(params, "Limit", int)
+    limit = 100 if limit is None else limit
     if not 1 <= limit <= 100:
         raise EventsError(
             "ValidationException",
@@ -114,6 +115,8 @@ def _page(params: Params, items: list[Any], key: str) -> dict[str, Any]:
         )
     try:
         start = int(token) if token else 0
+        if start < 0:
+            raise ValueError(token)
     except ValueError:
         raise EventsError("ValidationException", "The NextToken provided is invalid.") from None
     response: dict[str, Any] = {key: items[start : start + limit]}

@@ -52,13 +52,13 @@ from typing import Any
 
 from bridge.core.errors import BridgeError, ValidationError
 from bridge.core.failure import EVENT_AGE_EXCEEDED, RETRIES_EXHAUSTED, failure_record
+from bridge.core.names import function_arn, function_name
 from bridge.core.subscriptions import FunctionSpec
 
 __all__ = ["FunctionNotFoundError", "FunctionRuntime", "InvocationResult"]
 
 logger = logging.getLogger("bridge.offline.runtime")
 
-FUNCTION_PREFIX = "dynamodb-logs"
 FUNCTION_VERSION = "$LATEST"
 EXECUTION_ENV = f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}"
 #: Lambda's limit on the init phase (importing the handler module) of on-demand sandboxes.
@@ -287,8 +287,8 @@ class FunctionRuntime:
         for spec in functions:
             if spec.name in self._functions:
                 raise ValidationError(f"function {spec.name!r} is defined twice")
-            full_name = f"{FUNCTION_PREFIX}-{stage}-{spec.name}"
-            arn = f"arn:aws:lambda:{region}:{account}:function:{full_name}"
+            full_name = function_name(stage, spec.name)
+            arn = function_arn(region, account, stage, spec.name)
             self._functions[spec.name] = _Function(spec, full_name, arn, max_concurrency)
         for function in self._functions.values():
             target = function.spec.on_failure
@@ -325,7 +325,7 @@ class FunctionRuntime:
         found = self._functions.get(name)
         if found is not None:
             return found
-        prefix = f"{FUNCTION_PREFIX}-{self.stage}-"
+        prefix = function_name(self.stage, "")
         if name.startswith(prefix):
             return self._functions.get(name.removeprefix(prefix))
         return None

@@ -1,7 +1,8 @@
-"""Names of the logs stack's resources, and the checks AWS would make on them.
+"""Names of the resources of a stage, in AWS and offline alike, and AWS's checks on them.
 
-Pure (no ``aws_cdk``), so :mod:`bridge.deploy` can validate a stage before paying
-for a jsii start-up, and tests can name resources without synthesizing.
+One place for them: the CDK stack, the local cloud (functions, rules, ARNs) and the
+CLI all name things through here. Pure, so :mod:`bridge.deploy` can validate a stage
+before paying for a jsii start-up.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = [
     "PUBLISHER",
     "check_stage",
     "core_table_name",
+    "function_arn",
     "function_name",
     "log_table_name",
     "stack_name",
@@ -60,3 +62,7 @@ def function_name(stage: str, name: str) -> str:
             f"{_MAX_FUNCTION_NAME}: shorten the stage or the function's name"
         )
     return full
+
+
+def function_arn(region: str, account: str, stage: str, name: str) -> str:
+    return f"arn:aws:lambda:{region}:{account}:function:{function_name(stage, name)}"
