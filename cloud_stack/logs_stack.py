@@ -13,8 +13,10 @@ What it holds, and the choices that are not obvious:
   log needs), bisecting a failing batch and reporting single failed records so one
   bad item cannot block a shard. After ten retries, or once a record is a day old
   (the stream's own retention), its position goes to an encrypted SQS queue.
-* Every function has its own role with exactly the actions it uses on exactly the
-  resources it uses (see :data:`PERMISSION_ACTIONS`); the single ``*`` resource is
+* Every function has its own role holding the actions of the permissions its
+  definition declares (``log:read``, ``core:write`` … — see
+  :data:`PERMISSION_ACTIONS`), each on exactly its one table or bus; the publisher's
+  role holds exactly what it calls. The single ``*`` resource is
   ``dynamodb:ListStreams``, which AWS does not scope to a resource.
 * Every function has an explicit log group (kept one month) so logs do not live
   forever and its role can be limited to that group.
