@@ -517,3 +517,32 @@ async def test_urls_follow_the_aws_endpoint_shape(gateway: Gateway) -> None:
     assert gateway.port > 0
     assert gateway.url == f"ws://127.0.0.1:{gateway.port}/{STAGE}"
     assert gateway.endpoint_url == f"http://127.0.0.1:{gateway.port}"
+
+
+async def test_a_client_faster_than_its_handler_is_held_back_not_queued_without_limit(
+    make_gateway: MakeGateway,
+) -> None:
+    handled: list[str] = []
+    deepest = {"inbox": 0}
+    gateway: Gateway
+
+    async def slow(route: str, event: dict) -> Any:
+        for conn in gateway._connections.values():  # what waits behind this message
+            deepest["inbox"] = max(deepest["inbox"], conn.inbox.qsize())
+        await asyncio.sleep(0.002)
+        handled.append(event["body"])
+        return None
+
+    gateway = Gateway(stage=STAGE, invoke=slow, routes={"$default"}, port=0)
+    await gateway.start()
+    try:
+        async with connect(gateway.url) as ws:
+            for n in range(600):
+                await ws.send(json.dumps({"n": n}))
+            while len(handled) < 600:
+                await asyncio.sleep(0.05)
+    finally:
+        await gateway.stop()
+    assert [json.loads(body)["n"] for body in handled] == list(range(600))  # all, in order
+    # 600 messages sent at once, yet never more than INBOX_LIMIT (100) waited in memory
+    assert 0 < deepest["inbox"] <= 100

@@ -59,6 +59,7 @@ CONNECT, DISCONNECT, DEFAULT = "$connect", "$disconnect", "$default"
 API_ID = "offline000"
 #: Close code and reason API Gateway uses for idle and over-age connections.
 GOING_AWAY = (WSCloseCode.GOING_AWAY, "Going away")
+INBOX_LIMIT = 100  # messages of one connection waiting for its handler
 #: RFC 6455 "no status received": what a close frame without a code is reported as.
 NO_STATUS = 1005
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -120,7 +121,11 @@ class _Connection:
     connected_at: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.time)
     ws: web.WebSocketResponse | None = None
-    inbox: asyncio.Queue[web.WSMessage | None] = field(default_factory=asyncio.Queue)
+    # Bounded: a client sending faster than its handler runs is slowed down (the reader
+    # stops reading, TCP pushes back) instead of queueing without limit in memory.
+    inbox: asyncio.Queue[web.WSMessage | None] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=INBOX_LIMIT)
+    )
     close_code: int | None = None
     close_reason: str | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -603,7 +608,7 @@ class Gateway:
                 msg = await ws.receive()
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     conn.touch()
-                    conn.inbox.put_nowait(msg)
+                    await conn.inbox.put(msg)
                 elif msg.type is WSMsgType.CLOSE:
                     code = msg.data or NO_STATUS
                     conn.set_close(code, msg.extra or _client_close_reason(code))
@@ -618,7 +623,7 @@ class Gateway:
             if not ws.closed:
                 await ws.close()
             conn.set_close(ws.close_code or WSCloseCode.ABNORMAL_CLOSURE, "Connection lost")
-            conn.inbox.put_nowait(None)
+            await conn.inbox.put(None)
             await worker
 
     def _note_error(self, conn: _Connection, exc: BaseException) -> None:
