@@ -91,12 +91,16 @@ class _Gate:
                 self.in_flight -= 1
 
 
-    def _close_writes(self, start_response: Any) -> list[bytes]:
-        """The control call of a parent process: close, wait for in-flight writes."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Refuse new writes, then wait for those in flight (streams stay readable)."""
         self.open = False
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + timeout
         while self.in_flight and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    def _close_writes(self, start_response: Any) -> list[bytes]:
+        """The control call of a parent process."""
+        self.close()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [b'{"writes":"closed"}']
 
@@ -147,12 +151,8 @@ class EmbeddedDynamoDB:
 
     def close_writes(self, timeout: float = 10.0) -> None:
         """Refuse new writes, then wait for those in flight (streams stay readable)."""
-        if self._gate is None:
-            return
-        self._gate.open = False
-        deadline = time.monotonic() + timeout
-        while self._gate.in_flight and time.monotonic() < deadline:
-            time.sleep(0.01)
+        if self._gate is not None:
+            self._gate.close(timeout)
 
     def stop(self) -> None:
         if self._server is not None:
