@@ -19,10 +19,17 @@ from bridge.core.names import core_table_name, log_table_name
 
 LOCAL_STAGE = "local"
 LOCAL_DYNAMODB = "http://127.0.0.1:8000"
+LOCAL_LAMBDA = "http://127.0.0.1:4010"  # bridge offline serves the Lambda Invoke API here
 DUMMY_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
 DEFAULT_REGION = "us-east-1"
 
 
+
+
+def local_endpoint(service: str, default: str) -> str:
+    """``AWS_ENDPOINT_URL_{SERVICE}`` (or ``AWS_ENDPOINT_URL``) when set, else ``default``."""
+    return (os.environ.get(f"AWS_ENDPOINT_URL_{service}") or os.environ.get("AWS_ENDPOINT_URL")
+            or default)
 
 
 def is_loopback(url: str | None) -> bool:
@@ -51,9 +58,18 @@ class Target:
 
     @property
     def dynamodb_endpoint(self) -> str | None:
+        """--endpoint-url, else (stage local) what `bridge offline` told you to export,
+        else its default port. Other stages: None, boto3's own resolution (AWS)."""
         if self.endpoint_url:
             return self.endpoint_url
-        return LOCAL_DYNAMODB if self.is_local else None
+        if not self.is_local:
+            return None
+        return local_endpoint("DYNAMODB", LOCAL_DYNAMODB)
+
+    @property
+    def lambda_endpoint(self) -> str | None:
+        """Where `bridge failures retry` invokes: `bridge offline`'s :4010 for stage local."""
+        return local_endpoint("LAMBDA", LOCAL_LAMBDA) if self.is_local else None
 
     @property
     def log_table(self) -> str:

@@ -32,7 +32,6 @@ from bridge.aws import Target, is_loopback
 from bridge.core.errors import BridgeError, ValidationError
 
 console = Console(stderr=True)
-LOCAL_LAMBDA = "http://127.0.0.1:4010"  # bridge offline serves the Lambda Invoke API here
 
 
 def aws_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,6 +62,11 @@ def check_url(option: str, url: str) -> str:
 def cells(*values: Any) -> list[str]:
     """Table cells shown as written: stored text may contain rich markup like ``[b]``."""
     return [escape(str(value)) for value in values]
+
+
+def output() -> Console:
+    """Tables for a person; piped into a file or a pager, they keep their full width."""
+    return Console() if sys.stdout.isatty() else Console(width=10_000)
 
 
 def emit(value: Any) -> None:
@@ -115,6 +119,15 @@ def tables_create(target: Target, as_json: bool) -> None:
 
 
 def parse_payload(text: str) -> dict[str, Any]:
+    """The JSON itself, ``@file.json``, or ``-`` for standard input (shells cap arguments
+    near 128 KB; DynamoDB items go to 400 KB)."""
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValidationError(f"--payload {text}: cannot read the file: {error}") from None
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as error:
@@ -128,7 +141,8 @@ def parse_payload(text: str) -> dict[str, Any]:
 @click.argument("log")
 @click.argument("id")
 @click.argument("type")
-@click.option("--payload", required=True, help="The event payload, a JSON object with 'id'.")
+@click.option("--payload", required=True,
+              help="The event payload, a JSON object with 'id'; @file.json or - for stdin.")
 @click.option(
     "--expected-version", type=click.IntRange(min=0), help="Fail unless this is the latest version."
 )
@@ -180,10 +194,16 @@ def query(target: Target, as_json: bool, log: str, id: str | None, after: int) -
             emit(item.to_json())
         return
     table = Table("log", "id", "version", "type", "payload")
+    shown = 0
     for item in items:
+        shown += 1
         table.add_row(*cells(item.log, item.id, item.version, item.type,
                              json.dumps(item.payload, ensure_ascii=False)))
-    Console().print(table)
+    if not shown:
+        click.echo(f"no events in {log}" + (f"#{id}" if id else "") + (
+            f" after version {after}" if after else ""), err=True)
+        return
+    output().print(table)
 
 
 @cli.command()
@@ -210,10 +230,14 @@ def generate(
     result = run_generate(target, users, seed, concurrency, progress=not as_json)
     if as_json:
         emit({"users": result.users, "events": result.events, "seconds": round(result.seconds, 3),
-              "events_per_second": round(result.events_per_second, 1)})
+              "events_per_second": round(result.events_per_second, 1),
+              "skipped_users": result.skipped})
     else:
         click.echo(f"wrote {result.events} events for {result.users} users "
                    f"in {result.seconds:.2f} s ({result.events_per_second:.0f} events/s)")
+        if result.skipped:
+            click.echo(f"left {result.skipped} users alone: they exist already (same --seed "
+                       "as before?)")
 
 
 def run_generate(target: Target, users: int, seed: int | None, concurrency: int, progress: bool):
@@ -322,7 +346,9 @@ def clean(db: Path, dynamodb_port: int, dynamodb_endpoint: str | None, stage: st
     \b
     The embedded endpoint's tables live in the SQLite file, so removing it removes
     them; with --dynamodb-endpoint the stage's tables there are deleted too.
-    Example:
+
+    \b
+    Examples:
       bridge clean --yes
       bridge clean --dynamodb-endpoint http://localhost:8000 --yes
     """
@@ -367,7 +393,7 @@ def failures_list(target: Target, as_json: bool) -> None:
     for f in found:
         table.add_row(*cells(f.request_id, f.function_name, f.timestamp, f.invoke_count,
                              f"{f.error_type}: {f.error_message}", f.status))
-    Console().print(table)
+    output().print(table)
 
 
 @failures.command("retry")
@@ -385,8 +411,8 @@ def failures_retry(target: Target, as_json: bool, request_id: str,
     """
     from bridge.failures import retry_failure
 
-    if lambda_endpoint_url is None and target.local_endpoint:
-        lambda_endpoint_url = LOCAL_LAMBDA
+    if lambda_endpoint_url is None:
+        lambda_endpoint_url = target.lambda_endpoint
     result = retry_failure(
         target.dynamodb().Table(target.core_table),
         target.client("lambda", endpoint_url=lambda_endpoint_url),
@@ -402,7 +428,7 @@ def failures_retry(target: Target, as_json: bool, request_id: str,
 def stack_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """What synth, deploy and destroy share."""
     for option in reversed([
-        click.option("--stage", required=True, help="The stage to build (e.g. dev, prod)."),
+        click.option("--stage", required=True, help="The stage (e.g. dev, prod)."),
         click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
                      help="Subscriptions definition (default: ./dynamodb-logs.toml)."),
     ]):
@@ -495,8 +521,10 @@ def error_line(error: BaseException) -> tuple[str, int]:
     if isinstance(error, NoRegionError):
         return "no AWS region: pass --region or set AWS_REGION", 1
     if isinstance(error, EndpointConnectionError):
-        return (f"cannot reach {error.kwargs.get('endpoint_url')}: is `bridge offline` (or your "
-                "DynamoDB endpoint) running?"), 1
+        url = urlparse(error.kwargs.get("endpoint_url") or "")
+        return (f"cannot reach {url.scheme}://{url.netloc}: is `bridge offline` (or your own "
+                "endpoint) running there? Point commands elsewhere with --endpoint-url or the "
+                "AWS_ENDPOINT_URL_* lines `bridge offline` prints"), 1
     if isinstance(error, ClientError):
         code = error.response["Error"]["Code"]
         message = error.response["Error"].get("Message", "")

@@ -31,7 +31,7 @@ def run_demo(users: int = 100, seed: int = 1, progress: bool = True) -> dict[str
 async def _demo(users: int, seed: int, progress: bool, db: Path) -> dict[str, Any]:
     from bridge.cli import run_generate
 
-    out = Console(quiet=not progress)
+    out = Console(quiet=not progress, soft_wrap=True)
     subscriptions = load(None)
     options = OfflineOptions(dynamodb_port=0, events_port=0, ws_port=0, db=db)
     cloud = LocalCloud(options, subscriptions, project_root(subscriptions))

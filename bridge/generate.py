@@ -5,9 +5,10 @@ waves — every user's version 1, then every version 2, … — so one call neve
 two events of one stream and each stream's order in the table's stream is kept.
 Chunks run concurrently from a thread pool.
 
-The users are fresh (random v4 ids, or the same ids again for the same ``seed``,
-which rewrites identical items), so the unconditional batch put cannot clobber an
-application's events; appends with optimistic locking go through ``LogStore.append``.
+A batch put has no condition, so each chunk first asks which of its users exist
+already (one BatchGetItem) and leaves those out: a second run with the same ``seed``
+writes nothing and publishes nothing again. Appends with optimistic locking go
+through ``LogStore.append``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from bridge.core.log import LogItem
+from bridge.core.log import LogItem, stream_key
 from bridge.fake import FakeEvent
 from bridge.store import MAX_BATCH_ITEMS, LogStore
 
@@ -30,6 +31,7 @@ class GenerateResult:
     users: int
     events: int
     seconds: float
+    skipped: int = 0  # users that existed already and were left alone
 
     @property
     def events_per_second(self) -> float:
@@ -57,7 +59,15 @@ def write_users(
             local.store = LogStore(make_table())
         return local.store
 
-    def write(chunk: list[list[FakeEvent]]) -> tuple[int, int]:
+    def write(chunk: list[list[FakeEvent]]) -> tuple[int, int, int]:
+        keys = [stream_key(events[0].log, events[0].id) for events in chunk]
+        existing = store().existing(keys)
+        fresh = [events for key, events in zip(keys, chunk, strict=True) if key not in existing]
+        skipped = len(chunk) - len(fresh)
+        on_events(sum(map(len, chunk)) - sum(map(len, fresh)))  # the bar counts them as done
+        chunk = fresh
+        if not chunk:
+            return 0, 0, skipped
         waves = max(len(events) for events in chunk)
         for wave in range(waves):
             batch = [
@@ -68,12 +78,13 @@ def write_users(
             ]
             store().put_batch(batch)
             on_events(len(batch))
-        return len(chunk), sum(len(events) for events in chunk)
+        return len(chunk), sum(len(events) for events in chunk), skipped
 
     start = time.perf_counter()
-    count = written = 0
+    count = written = skipped = 0
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for users_done, events_done in pool.map(write, chunks(users, MAX_BATCH_ITEMS)):
+        for users_done, events_done, existed in pool.map(write, chunks(users, MAX_BATCH_ITEMS)):
             count += users_done
             written += events_done
-    return GenerateResult(count, written, time.perf_counter() - start)
+            skipped += existed
+    return GenerateResult(count, written, time.perf_counter() - start, skipped)

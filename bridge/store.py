@@ -104,6 +104,25 @@ class LogStore:
             else:
                 raise BridgeError(f"DynamoDB left items unprocessed after {MAX_RACE_RETRIES} tries")
 
+    def existing(self, pks: list[str]) -> set[str]:
+        """Which of these streams have a version 1 (BatchGetItem, 100 keys a call)."""
+        client = self.table.meta.client
+        found: set[str] = set()
+        for start in range(0, len(pks), 100):
+            pending: dict[str, Any] = {self.table.name: {
+                "Keys": [{"pk": pk, "sk": 1} for pk in pks[start : start + 100]],
+                "ProjectionExpression": "pk",
+                "ConsistentRead": True,
+            }}
+            for attempt in range(MAX_RACE_RETRIES):
+                response = client.batch_get_item(RequestItems=pending)
+                found.update(i["pk"] for i in response["Responses"].get(self.table.name, []))
+                pending = response.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                time.sleep(min(1.0, 0.01 * 2**attempt))
+        return found
+
     def _exists(self, pk: str, version: int) -> bool:
         response = self.table.get_item(
             Key={"pk": pk, "sk": version}, ConsistentRead=True, ProjectionExpression="pk"

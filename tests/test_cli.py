@@ -185,3 +185,17 @@ def test_tables_create_refuses_aws():
     result = run("tables", "create", "--stage", "dev")
     assert result.returncode == 1
     assert "come with `bridge deploy --stage dev`" in result.stderr
+
+
+def test_generate_again_with_the_same_seed_writes_nothing_twice(where, store):
+    first = run("generate", "--users", "30", "--seed", "3", "--json", *where)
+    assert json.loads(first.stdout)["events"] == 120
+    raw = store.table.scan()["Items"]
+    again = run("generate", "--users", "31", "--seed", "3", "--json", *where)
+    summary = json.loads(again.stdout)
+    assert (summary["users"], summary["events"], summary["skipped_users"]) == (1, 4, 30)
+    after = store.table.scan()["Items"]
+    assert len(after) == 124
+    assert all(item in after for item in raw)  # the first run's items untouched
+    text = run("generate", "--users", "5", "--seed", "3", *where)
+    assert "left 5 users alone: they exist already" in text.stdout

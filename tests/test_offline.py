@@ -68,6 +68,18 @@ def test_seed_offline_example_reaches_the_handler_and_the_archive(tmp_path):
         again = aws_put_item(endpoint)
         assert again.returncode != 0
         assert "ConditionalCheckFailedException" in again.stderr
+
+        listed = subprocess.run(
+            [str(AWS), "lambda", "list-functions", "--endpoint-url",
+             f"http://127.0.0.1:{offline.ports['events']}"],
+            capture_output=True, text=True, env={**os.environ, **LOCAL_ENV}, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        functions = {f["FunctionName"]: f for f in json.loads(listed.stdout)["Functions"]}
+        assert set(functions) == {"dynamodb-logs-local-publisher", "dynamodb-logs-local-users",
+                                  "dynamodb-logs-local-failures"}
+        users = functions["dynamodb-logs-local-users"]
+        assert users["Handler"] == "bridge.lambdas.users_projection.handler"
+        assert users["Environment"]["Variables"]["DYNAMODB_CORE_TABLE"] == "local-core"
         summary = offline.stop()
     assert summary["published"] == 1
     events = list(iter_events(tmp_path / "db"))
@@ -186,7 +198,7 @@ def test_port_in_use_is_one_line(tmp_path):
         assert result.returncode == 1
         assert result.stderr.strip() == (
             f"error: port {running.ports['dynamodb']} on 127.0.0.1 is already in use; "
-            "pick another with the port option")
+            "pick another with --dynamodb-port")
         running.stop()
 
 

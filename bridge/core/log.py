@@ -143,6 +143,10 @@ class LogItem:
             raise ValidationError("payload must be a JSON object")
         if "id" not in self.payload:
             raise ValidationError("payload must contain 'id'")
+        if not isinstance(self.payload["id"], str):
+            raise ValidationError(
+                f"payload id must be the string {self.id!r}, got {self.payload['id']!r}"
+            )
         if self.payload["id"] != self.id:
             raise ValidationError(
                 f"payload id {self.payload['id']!r} does not match the item id {self.id!r}"

@@ -100,7 +100,7 @@ def _print_started(cloud: LocalCloud, as_json: bool) -> None:
     click.echo(f"bridge offline (stage {o.stage}) is running — Ctrl-C stops it cleanly.\n"
                f"  DynamoDB     {cloud.dynamodb_url}  ({kind}{restored})\n"
                f"  EventBridge  {cloud.events_url}  (bus dynamodb-log, "
-               f"{len(cloud.bus.rules)} rules, archive dynamodb-logs-archive)\n"
+               f"{_count(len(cloud.bus.rules), 'rule')}, archive dynamodb-logs-archive)\n"
                f"  Lambda       {cloud.events_url}  ({functions})\n"
                f"  WebSocket    {cloud.ws_url}  (management API {cloud.management_url}"
                + (", $connect needs SigV4 with key local/local" if o.iam_auth else "") + ")\n"
@@ -110,6 +110,10 @@ def _print_started(cloud: LocalCloud, as_json: bool) -> None:
     for name, value in exports.items():
         click.echo(f"  export {name}={value}")
     sys.stdout.flush()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _describe(db: Path) -> list[str]:

@@ -23,7 +23,7 @@ from bridge.core.errors import BridgeError
 from bridge.core.events import BUS_NAME
 from bridge.core.names import core_table_name, log_table_name
 from bridge.core.subscriptions import FunctionSpec, Subscriptions
-from bridge.offline.dynamodb import DynamoDBProcess, free_port
+from bridge.offline.dynamodb import DynamoDBProcess, check_port_free, free_port
 from bridge.offline.poller import StreamPoller
 from bridge.offline.state import (
     Checkpoints,
@@ -141,6 +141,11 @@ class LocalCloud:
         self._cleanups.append(lock.release)
         o.events_port = o.events_port or free_port(o.host)
         o.ws_port = o.ws_port or free_port(o.host)
+        ports = [(o.events_port, "--events-port"), (o.ws_port, "--ws-port")]
+        if not o.dynamodb_endpoint and o.dynamodb_port:
+            ports.append((o.dynamodb_port, "--dynamodb-port"))
+        for port, option in ports:  # all refused up front, each naming its option
+            check_port_free(o.host, port, option)
         try:
             if not o.dynamodb_endpoint:
                 self.embedded = DynamoDBProcess(o.host, o.dynamodb_port, FUNCTIONS_KEY)

@@ -32,8 +32,8 @@ CLOSE_WRITES_PATH = "/__bridge/close-writes"
 OPEN_WRITES_PATH = "/__bridge/open-writes"
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Fail with one clear line when the port is taken."""
+def check_port_free(host: str, port: int, option: str = "the port option") -> None:
+    """Fail with one clear line, naming the option to change, when the port is taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # As the servers do: a port left in TIME_WAIT by a restart is free to use.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -42,7 +42,7 @@ def check_port_free(host: str, port: int) -> None:
         except OSError as error:
             if error.errno in (errno.EADDRINUSE, errno.EACCES):
                 raise BridgeError(
-                    f"port {port} on {host} is already in use; pick another with the port option"
+                    f"port {port} on {host} is already in use; pick another with {option}"
                 ) from None
             raise
 

@@ -373,7 +373,15 @@ def make_app(bus: Bus, runtime: FunctionRuntime | None = None) -> web.Applicatio
     app.router.add_post("/", handle_events)
     app.router.add_post(INVOKE_PATH, handle_invoke)
     app.router.add_get("/health", handle_health)
+    for path in ("/2015-03-31/functions/", "/2015-03-31/functions"):  # clients differ
+        app.router.add_get(path, handle_list_functions)
     return app
+
+
+async def handle_list_functions(request: web.Request) -> web.Response:
+    """Lambda's ListFunctions (``aws lambda list-functions``): what runs locally."""
+    runtime = request.app[RUNTIME_KEY]
+    return _json_response({"Functions": runtime.configurations() if runtime else []})
 
 
 async def handle_health(request: web.Request) -> web.Response:

@@ -305,6 +305,22 @@ class FunctionRuntime:
     def function_names(self) -> list[str]:
         return list(self._functions)
 
+    def configurations(self) -> list[dict[str, Any]]:
+        """Each function as Lambda's ListFunctions describes it (the fields that apply)."""
+        return [
+            {
+                "FunctionName": f.full_name,
+                "FunctionArn": f.arn,
+                "Runtime": f"python{sys.version_info.major}.{sys.version_info.minor}",
+                "Handler": f.spec.handler,
+                "Timeout": f.spec.timeout,
+                "MemorySize": f.spec.memory,
+                "Version": FUNCTION_VERSION,
+                "Environment": {"Variables": {**self.environment, **f.spec.environment}},
+            }
+            for f in self._functions.values()
+        ]
+
     def has_function(self, name: str) -> bool:
         return self._lookup(name) is not None
 
