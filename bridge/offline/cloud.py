@@ -247,6 +247,7 @@ class LocalCloud:
                 await self._drain()
                 if self.embedded:
                     await self.archive.close()  # flushed before the snapshot is taken
+                    log.info("saving the tables into %s …", self.options.db)
                     saved = await self._save_tables()
         except Exception as error:  # noqa: BLE001 - reported after the rest has stopped
             failure = error
@@ -275,6 +276,8 @@ class LocalCloud:
                 break
         await self.events.stop()  # no more PutEvents from outside …
         await self.runtime.drain()  # … and what the last handlers published has run
+        log.info("pipeline drained: %d stream records published in all",
+                 self.poller.published)
 
     async def _save_tables(self) -> dict[str, int]:
         client = self._session().client("dynamodb", endpoint_url=self.dynamodb_url)
@@ -283,6 +286,7 @@ class LocalCloud:
     async def _stop_started(self) -> None:
         """Undo every start step, newest first; one failing step doesn't skip the rest."""
         for cleanup in reversed(self._cleanups):
+            log.debug("stopping: %s", getattr(cleanup, "__qualname__", cleanup))
             try:
                 result = cleanup()
                 if asyncio.iscoroutine(result):
