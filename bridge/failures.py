@@ -17,7 +17,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
-from bridge.core.errors import BridgeError
+from bridge.core.errors import BridgeError, ValidationError
 from bridge.core.failure import format_timestamp, function_name
 
 PK_PREFIX = "failure#"
@@ -119,6 +119,8 @@ def get_failure(core_table: Any, request_id: str) -> FailureInfo:
     A unique prefix is accepted so ``bridge failures retry 3f2a`` works like a
     short git hash; an unknown or ambiguous id is an error the user can fix.
     """
+    if not request_id.strip():
+        raise ValidationError("give the request id (or its start) of a failure to retry")
     wanted = request_id.strip()
     if not wanted:
         raise BridgeError("give the request id of a failure (see `bridge failures list`)")

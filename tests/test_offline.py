@@ -425,3 +425,17 @@ async def test_iam_auth_takes_urls_signed_with_the_printed_local_key(tmp_path):
             assert ws.protocol.state.name == "OPEN"
     finally:
         await asyncio.to_thread(offline.stop)
+
+
+def test_a_run_that_did_not_stop_cleanly_is_reported_at_the_next_start(tmp_path):
+    import signal as signals
+
+    first = OfflineProcess(tmp_path).start()
+    first.process.send_signal(signals.SIGKILL)  # a crash: no clean stop
+    first.process.wait()
+    assert (tmp_path / "db.lock").exists()
+    with OfflineProcess(tmp_path, ports=first.ports) as second:
+        second.stop()
+    log = (tmp_path / "offline.log").read_text()
+    assert "did not stop cleanly" in log
+    assert not (tmp_path / "db.lock").exists()

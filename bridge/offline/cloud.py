@@ -139,6 +139,9 @@ class LocalCloud:
         await asyncio.to_thread(check_database, o.db)
         lock = DatabaseLock(o.db).acquire()
         self._cleanups.append(lock.release)
+        if lock.stale:
+            log.warning("the last `bridge offline` on %s did not stop cleanly (killed?): its "
+                        "tables are as they were at the clean stop before", o.db)
         o.events_port = o.events_port or free_port(o.host)
         o.ws_port = o.ws_port or free_port(o.host)
         ports = [(o.events_port, "--events-port"), (o.ws_port, "--ws-port")]

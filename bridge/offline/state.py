@@ -48,10 +48,13 @@ class DatabaseLock:
     def __init__(self, db: str | Path) -> None:
         self.path = Path(f"{db}.lock")
         self._file: Any = None
+        self.stale = False  # a previous run ended without a clean stop
 
     def acquire(self) -> DatabaseLock:
         import fcntl
 
+        # The file outlives only a run that never stopped cleanly (release removes it).
+        self.stale = self.path.exists()
         handle = self.path.open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
