@@ -232,6 +232,32 @@ def check_bootstrap(account: Account) -> int | None:
     return version
 
 
+def check_leftover_tables(account: Account, stage: str) -> None:
+    """Tables a `destroy` kept (they are retained) block a new deploy of the stage with
+    "already exists": say so before CloudFormation fails half-way."""
+    session = _session(account.profile, account.region)
+    try:
+        session.client("cloudformation").describe_stacks(StackName=names.stack_name(stage))
+        return  # the stack exists: an update, its tables are its own
+    except ClientError as error:
+        if "does not exist" not in str(error):
+            return  # can't tell (e.g. no permission): let the CLI decide
+    except BotoCoreError:
+        return
+    tables = (names.log_table_name(stage), names.core_table_name(stage))
+    try:
+        existing = session.client("dynamodb").list_tables().get("TableNames", [])
+    except (ClientError, BotoCoreError):
+        return
+    left = [t for t in tables if t in existing]
+    if left:
+        raise BridgeError(
+            f"{', '.join(left)} exist without the stack {names.stack_name(stage)} (kept by an "
+            f"earlier destroy, or made by hand): bring them into the stack with "
+            f"`npx {CDK_CLI} import`, or delete them if their data may go"
+        )
+
+
 def _preflight(stage: str, profile: str | None, region: str | None) -> tuple[str, Account]:
     names.check_stage(stage)
     if stage == "local":
@@ -241,6 +267,12 @@ def _preflight(stage: str, profile: str | None, region: str | None) -> tuple[str
     npx = check_node()
     account = check_credentials(profile, region)
     check_bootstrap(account)
+    return npx, account
+
+
+def _deploy_preflight(stage: str, profile: str | None, region: str | None) -> tuple[str, Account]:
+    npx, account = _preflight(stage, profile, region)
+    check_leftover_tables(account, stage)
     return npx, account
 
 
@@ -292,7 +324,7 @@ def deploy(
     ``approve=True`` skips the CLI's confirmation of IAM changes (needed when stdin
     is not a terminal); otherwise the CLI asks when permissions are broadened.
     """
-    npx, account = _preflight(stage, profile, region)
+    npx, account = _deploy_preflight(stage, profile, region)
     stack = names.stack_name(stage)
     with _assembly(outdir) as assembly, tempfile.TemporaryDirectory() as scratch:
         synth(stage, assembly, config_path, retention_days, retain_data=retain_data)

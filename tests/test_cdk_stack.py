@@ -719,3 +719,30 @@ def test_bootstrap_is_checked_against_ssm(moto_url: str, monkeypatch: pytest.Mon
         deploy.check_bootstrap(account)
     ssm.put_parameter(Name=deploy.BOOTSTRAP_PARAMETER, Value="21", Type="String", Overwrite=True)
     assert deploy.check_bootstrap(account) == 21
+
+
+def test_tables_kept_by_an_earlier_destroy_are_reported_before_deploy(
+    moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against moto's CloudFormation and DynamoDB on localhost, never AWS itself."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    region = "ap-south-2"  # moto state is per process: a region no other test uses
+    account = deploy.check_credentials(region=region)
+    deploy.check_leftover_tables(account, "kept")  # nothing there: fine
+
+    client = boto3.client("dynamodb", region_name=region)
+    client.create_table(
+        TableName="kept-dynamodb-logs", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+    )
+    with pytest.raises(BridgeError) as caught:
+        deploy.check_leftover_tables(account, "kept")
+    assert str(caught.value).startswith(
+        "kept-dynamodb-logs exist without the stack dynamodb-logs-kept")
+    assert "npx aws-cdk@2 import" in str(caught.value)
