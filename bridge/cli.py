@@ -38,7 +38,8 @@ def aws_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options every command takes: where to point, and how to print."""
 
     @click.option("--stage", default="local", show_default=True, help="Deployment stage.")
-    @click.option("--endpoint-url", help="DynamoDB endpoint (default for stage local: :8000).")
+    @click.option("--endpoint-url",
+                  help="DynamoDB endpoint (stage local: $AWS_ENDPOINT_URL_DYNAMODB, else :8000).")
     @click.option("--region", help="AWS region (default: AWS_REGION or us-east-1).")
     @click.option("--profile", help="AWS profile for credentials (not needed for stage local).")
     @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
