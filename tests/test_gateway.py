@@ -306,13 +306,13 @@ async def test_other_paths_and_stages_are_not_found(gateway: Gateway) -> None:
 
 async def test_slow_handler_blocks_neither_other_connections_nor_order(gateway: Gateway) -> None:
     async with connect(gateway.url) as slow_ws, connect(gateway.url) as fast_ws:
-        await slow_ws.send(json.dumps({"action": "slow", "seconds": 0.6, "n": 1}))
+        await slow_ws.send(json.dumps({"action": "slow", "seconds": 1.5, "n": 1}))
         await slow_ws.send(json.dumps({"action": "echo", "n": 2}))
         await asyncio.sleep(0.05)
         started = time.monotonic()
         await fast_ws.send(json.dumps({"action": "echo", "n": 3}))
         assert (await recv_json(fast_ws))["n"] == 3
-        assert time.monotonic() - started < 0.4
+        assert time.monotonic() - started < 1.2  # well before the slow handler (1.5 s) ends
         assert (await recv_json(slow_ws))["n"] == 1
         assert (await recv_json(slow_ws))["n"] == 2
 
@@ -354,7 +354,7 @@ async def test_idle_connection_is_closed_with_1001(make_gateway: MakeGateway) ->
         started = time.monotonic()
         code, reason = await closed_with(ws)
     assert (code, reason) == (1001, "Going away")
-    assert 0.2 < time.monotonic() - started < 1.0
+    assert 0.2 < time.monotonic() - started < 3.0  # generous: machines here are noisy
     (gone,) = await eventually(lambda: echo.events("$disconnect"))
     assert gone["requestContext"]["disconnectStatusCode"] == 1001
     assert gone["requestContext"]["disconnectReason"] == "Going away"
@@ -378,7 +378,7 @@ async def test_connection_older_than_max_age_is_closed_with_1001(
         finally:
             task.cancel()
     assert (code, reason) == (1001, "Going away")
-    assert 0.6 < time.monotonic() - started < 1.5
+    assert 0.6 < time.monotonic() - started < 4.0  # generous: machines here are noisy
 
 
 # -- management API ---------------------------------------------------------------------

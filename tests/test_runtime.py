@@ -155,7 +155,7 @@ async def test_async_retries_then_on_failure_gets_the_seed_record(tmp_path: Path
     async with running(failing, failures, stage="t2") as runtime:
         before = time.perf_counter()
         request_id = runtime.invoke_async("projection", event)
-        assert time.perf_counter() - before < 0.05  # returns at once, runs in the background
+        assert time.perf_counter() - before < 0.5  # returns at once, runs in the background
         assert not attempts_file.exists()
         await runtime.drain()
 
@@ -234,7 +234,7 @@ async def test_timeout_kills_the_sandbox_and_the_next_invocation_gets_a_fresh_on
         assert result.error["errorType"] == "Sandbox.Timedout"
         assert result.error["errorMessage"].startswith(f"RequestId: {result.request_id} Error: ")
         assert "Task timed out after 1.0" in result.error["errorMessage"]
-        assert 1.0 <= elapsed < 2.5
+        assert 1.0 <= elapsed < 8  # stopped at its timeout, not after the 30 s sleep
         await eventually(lambda: not alive(pid))  # the runaway handler really stopped
 
         after = await runtime.invoke("sleeper", {"action": "pid"})
@@ -242,7 +242,7 @@ async def test_timeout_kills_the_sandbox_and_the_next_invocation_gets_a_fresh_on
         # The caller may shorten the timeout of one invocation, never lengthen it.
         short = await runtime.invoke("sleeper", {"action": "sleep", "seconds": 5}, timeout=0.3)
         assert short.error["errorType"] == "Sandbox.Timedout"
-        assert short.duration_ms < 1000
+        assert short.duration_ms < 4000  # not the 5 s it asked to sleep
 
 
 async def test_a_slow_function_does_not_delay_another() -> None:
@@ -257,7 +257,7 @@ async def test_a_slow_function_does_not_delay_another() -> None:
         for _ in range(5):
             result = await runtime.invoke("fast", {"action": "pid"})
             assert result.ok
-        assert time.perf_counter() - started < 0.6
+        assert time.perf_counter() - started < 1.2  # well inside slow's 1.5 s
         assert not busy.done()  # all of that happened while slow was still busy
 
         slow_result = await busy
@@ -270,10 +270,10 @@ async def test_concurrent_invocations_of_one_function_use_separate_sandboxes() -
     async with running(spec("wide", ACTIONS), max_concurrency=3) as runtime:
         started = time.perf_counter()
         results = await asyncio.gather(
-            *(runtime.invoke("wide", {"action": "sleep", "seconds": 0.6}) for _ in range(3))
+            *(runtime.invoke("wide", {"action": "sleep", "seconds": 1.0}) for _ in range(3))
         )
         assert all(r.ok for r in results)
-        assert time.perf_counter() - started < 1.7  # in parallel, not 3 × 0.6 s in a row
+        assert time.perf_counter() - started < 2.5  # in parallel, not 3 × 1.0 s in a row
         pids = await asyncio.gather(*(runtime.invoke("wide", {"action": "pid"}) for _ in range(6)))
         assert 1 <= len({r.payload["pid"] for r in pids}) <= 3  # idle sandboxes are reused
 
