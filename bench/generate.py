@@ -20,7 +20,7 @@ from bridge.aws import Target
 from bridge.core.log import LogItem
 from bridge.fake import fake_users
 from bridge.generate import write_users
-from bridge.offline.dynamodb import free_port
+from bridge.offline.ports import free_port
 from bridge.store import create_tables
 
 

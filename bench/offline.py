@@ -30,7 +30,7 @@ from pathlib import Path
 
 import boto3
 
-from bridge.offline.dynamodb import free_port
+from bridge.offline.ports import free_port
 from bridge.store import LogStore
 
 CONFIG = """

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bridge.offline.dynamodb import free_port
+from bridge.offline.ports import free_port
 
 BRIDGE = Path(sys.executable).with_name("bridge")
 LOCAL_ENV = {

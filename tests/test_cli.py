@@ -124,7 +124,7 @@ def test_missing_table_and_unreachable_endpoint_are_one_line(moto_url, free_tcp_
 
 @pytest.fixture
 def free_tcp_port() -> int:
-    from bridge.offline.dynamodb import free_port
+    from bridge.offline.ports import free_port
 
     return free_port()
 

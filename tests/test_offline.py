@@ -14,7 +14,7 @@ import pytest
 from offline_process import BRIDGE, LOCAL_ENV, OfflineProcess
 
 from bridge.archive import count, iter_events
-from bridge.offline.dynamodb import free_port
+from bridge.offline.ports import free_port
 
 AWS = Path(sys.executable).with_name("aws")
 SEED_ITEM = {

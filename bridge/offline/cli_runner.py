@@ -17,7 +17,7 @@ import click
 
 from bridge.core.errors import BridgeError
 from bridge.offline.cloud import LocalCloud, OfflineOptions
-from bridge.offline.dynamodb import check_port_free
+from bridge.offline.ports import check_port_free
 from bridge.offline.state import DatabaseLock
 
 

@@ -23,8 +23,9 @@ from bridge.core.errors import BridgeError
 from bridge.core.events import BUS_NAME
 from bridge.core.names import core_table_name, log_table_name
 from bridge.core.subscriptions import FunctionSpec, Subscriptions
-from bridge.offline.dynamodb import DynamoDBProcess, check_port_free, free_port
+from bridge.offline.dynamodb import DynamoDBProcess
 from bridge.offline.poller import StreamPoller
+from bridge.offline.ports import check_port_free, free_port
 from bridge.offline.state import (
     Checkpoints,
     DatabaseLock,

@@ -14,10 +14,8 @@ the same tables — tests give each case its own stage/table names.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,32 +24,11 @@ import urllib.request
 from typing import Any
 
 from bridge.core.errors import BridgeError
+from bridge.offline.ports import check_port_free, free_port
 
 STREAMS_TARGET_PREFIX = "DynamoDBStreams_"
 CLOSE_WRITES_PATH = "/__bridge/close-writes"
 OPEN_WRITES_PATH = "/__bridge/open-writes"
-
-
-def check_port_free(host: str, port: int, option: str = "the port option") -> None:
-    """Fail with one clear line, naming the option to change, when the port is taken."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # As the servers do: a port left in TIME_WAIT by a restart is free to use.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            if error.errno in (errno.EADDRINUSE, errno.EACCES):
-                raise BridgeError(
-                    f"port {port} on {host} is already in use; pick another with {option}"
-                ) from None
-            raise
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 class _Gate:

@@ -20,7 +20,6 @@ machine only. Every refused request is logged as one line on
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import uuid
@@ -33,6 +32,7 @@ from aiohttp import web
 from bridge import archive as archive_file
 from bridge.core.errors import BridgeError
 from bridge.offline.bus import Bus, EventsError
+from bridge.offline.ports import listen
 
 if TYPE_CHECKING:
     from bridge.offline.runtime import FunctionRuntime
@@ -413,20 +413,8 @@ class EventsServer:
         """Listen; a port already taken ends in :class:`BridgeError` naming it."""
         runner = web.AppRunner(make_app(self.bus, self.runtime), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        try:
-            await site.start()
-        except OSError as error:
-            await runner.cleanup()
-            if error.errno in (errno.EADDRINUSE, errno.EACCES):
-                raise BridgeError(
-                    f"port {self.port} on {self.host} is already in use; "
-                    "pick another with the port option"
-                ) from None
-            raise BridgeError(f"cannot listen on {self.host}:{self.port}: {error}") from None
+        self.port = await listen(runner, self.host, self.port, "--events-port")
         self._runner = runner
-        if self.port == 0:
-            self.port = runner.addresses[0][1]
         logger.info("EventBridge and Lambda endpoint on %s", self.url)
         return self
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import errno
 import json
 import logging
 import secrets
@@ -47,6 +46,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
 from bridge.core.errors import BridgeError
+from bridge.offline.ports import listen
 from bridge.offline.sigv4 import SignatureError, SignedCaller, strip_auth_params, verify_presigned
 
 log = logging.getLogger("bridge.offline.gateway")
@@ -332,21 +332,8 @@ class Gateway:
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown_path)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._requested_port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            if exc.errno == errno.EADDRINUSE:
-                raise BridgeError(
-                    f"port {self._requested_port} on {self.host} is already in use; "
-                    "stop the other process or choose another port"
-                ) from exc
-            raise BridgeError(
-                f"cannot listen on {self.host}:{self._requested_port}: {exc.strerror or exc}"
-            ) from exc
+        self._port = await listen(runner, self.host, self._requested_port, "--ws-port")
         self._runner = runner
-        self._port = runner.addresses[0][1]
         log.info("gateway listening on %s (stage %s)", self.url, self.stage)
 
     async def stop(self) -> None:
