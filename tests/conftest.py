@@ -26,6 +26,12 @@ def moto_url() -> str:
 
 
 @pytest.fixture
+def endpoint(moto_url: str) -> str:
+    """The session's moto server, for tests that talk to it with raw boto3 clients."""
+    return moto_url
+
+
+@pytest.fixture
 def target(moto_url: str) -> Target:
     """A stage of its own (moto state is shared per process) with both tables created."""
     stage = f"t{uuid.uuid4().hex[:10]}"

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import unquote
@@ -26,7 +25,6 @@ from bridge.core.log import LogItem
 from bridge.failures import get_failure, list_failures, retry_failure
 from bridge.lambdas import failures as recorder
 from bridge.lambdas import users_projection
-from bridge.offline.dynamodb import EmbeddedDynamoDB
 from bridge.store import LogStore, create_tables
 
 # The seed's failure payload, as the seed shows it (placeholders in angle brackets).
@@ -180,12 +178,6 @@ def test_function_names_come_from_qualified_and_plain_arns() -> None:
     assert function_name("arn:aws:lambda:eu-west-1:1:function:my-fn") == "my-fn"
     assert function_name("arn:aws:lambda:eu-west-1:1:function:my-fn:live") == "my-fn"
     assert function_name("my-fn") == "my-fn"
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with EmbeddedDynamoDB(port=0) as server:
-        yield server.url
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import http.client
 import logging
 import random
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,14 +23,7 @@ from bridge.core.log import LogItem, from_dynamo
 from bridge.fake import fake_users
 from bridge.lambdas import users_projection
 from bridge.lambdas.users_projection import MissingVersionsError
-from bridge.offline.dynamodb import EmbeddedDynamoDB
 from bridge.store import LogStore, create_tables
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with EmbeddedDynamoDB(port=0) as server:
-        yield server.url
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -32,7 +31,6 @@ from lambda_events import (
 from bridge.core.events import MAX_DETAIL_BYTES, compact_json
 from bridge.fake import fake_users
 from bridge.lambdas import publisher
-from bridge.offline.dynamodb import EmbeddedDynamoDB
 from bridge.store import LogStore, create_tables
 
 SEED_PATTERN = {"source": ["dynamodb-log"], "detail-type": ["stream changes"]}
@@ -47,12 +45,6 @@ ENVELOPE_KEYS = {
     "resources",
     "detail",
 }
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with EmbeddedDynamoDB(port=0) as server:
-        yield server.url
 
 
 @pytest.fixture
