@@ -47,20 +47,20 @@ class LogStore:
         ``expected_version + 1`` and raises ``ConcurrencyError`` otherwise. Without
         it the current version is read and a lost race is retried.
         """
-        LogItem(log, id, (expected_version or 0) + 1, type, payload).to_item()  # before I/O
+        if expected_version is not None and expected_version < 0:
+            raise BridgeError(f"expected version must be >= 0, got {expected_version}")
+        first = LogItem(log, id, (expected_version or 0) + 1, type, payload)
+        record = first.to_item()  # validated once, before any I/O; retries change sk only
         if expected_version is not None:
-            if expected_version < 0:
-                raise BridgeError(f"expected version must be >= 0, got {expected_version}")
-            item = LogItem(log, id, expected_version + 1, type, payload)
-            if expected_version and not self._exists(item.pk, expected_version):
+            if expected_version and not self._exists(first.pk, expected_version):
                 # Writing N+1 without N would leave a gap no reader can fill. Log items
                 # are never deleted, so N present now is N present at the put.
-                raise ConcurrencyError(item.pk, item.version, self.version(log, id))
-            return self._put(item)
+                raise ConcurrencyError(first.pk, first.version, self.version(log, id))
+            return self._put(record)
         version = self.version(log, id)
         for attempt in range(MAX_RACE_RETRIES):
             try:
-                return self._put(LogItem(log, id, version + 1, type, payload))
+                return self._put({**record, "sk": version + 1})
             except ConcurrencyError as conflict:
                 version = conflict.existing
                 time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
@@ -68,15 +68,16 @@ class LogStore:
             f"gave up appending to {stream_key(log, id)} after {MAX_RACE_RETRIES} lost races"
         )
 
-    def _put(self, item: LogItem) -> int:
-        record = item.to_item()  # validates before any I/O
+    def _put(self, record: dict[str, Any]) -> int:
+        """One conditional put of a validated item; a taken version is a ConcurrencyError."""
         try:
             self.table.put_item(Item=record, ConditionExpression=Attr("pk").not_exists())
         except ClientError as error:
             if not _is_conditional_failure(error):
                 raise
-            raise ConcurrencyError(item.pk, item.version, self.version(item.log, item.id)) from None
-        return item.version
+            log, id = parse_stream_key(record["pk"])
+            raise ConcurrencyError(record["pk"], record["sk"], self.version(log, id)) from None
+        return record["sk"]
 
     def put_batch(self, items: list[LogItem]) -> None:
         """Write items with BatchWriteItem (25 per call), retrying ``UnprocessedItems``.
