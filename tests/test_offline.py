@@ -209,7 +209,8 @@ def test_restart_in_the_middle_of_5000_appends_loses_and_duplicates_nothing(tmp_
     import threading
 
     from botocore.config import Config
-    from botocore.exceptions import ClientError, EndpointConnectionError
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     from bridge.core.errors import ConcurrencyError
     from bridge.store import LogStore
@@ -235,20 +236,30 @@ def test_restart_in_the_middle_of_5000_appends_loses_and_duplicates_nothing(tmp_
             except ConcurrencyError:
                 # the attempt before the connection dropped had landed: same payload?
                 assert next(store.read("orders", id, after=version)).payload == payload
-            except (ClientError, EndpointConnectionError):
+            except (ClientError, BotoConnectionError, HTTPClientError):
+                # refused while draining, connection refused, or reset mid-request
                 progress["refused"] += 1
                 time.sleep(0.05)
                 continue
             written += 1
             progress["written"] = written
 
-    thread = threading.Thread(target=writer)
+    def guarded_writer() -> None:
+        try:
+            writer()
+        except BaseException as error:  # surfaced below rather than lost in the thread
+            progress["error"] = repr(error)
+
+    thread = threading.Thread(target=guarded_writer)
     thread.start()
-    assert wait_for(lambda: progress["written"] >= total // 3, timeout=120)
+    assert wait_for(lambda: progress["written"] >= total // 3 or "error" in progress,
+                    timeout=120)
+    assert "error" not in progress, progress["error"]
     offline.stop()  # Ctrl-C in the middle of the stream of appends
     offline = OfflineProcess(tmp_path, ports=offline.ports).start()
     thread.join(timeout=300)
     assert not thread.is_alive()
+    assert "error" not in progress, progress["error"]
     assert progress["refused"] > 0  # writes really were in flight around the restart
     assert 0 < offline.started["restored"]["local-dynamodb-logs"] < total
     final = offline.stop()
