@@ -232,10 +232,11 @@ def test_restart_in_the_middle_of_5000_appends_loses_and_duplicates_nothing(tmp_
             id, version = f"o{written % streams}", written // streams
             payload = {"id": id, "n": written}
             try:
-                store.append("orders", id, "placed", payload, expected_version=version)
-            except ConcurrencyError:
-                # the attempt before the connection dropped had landed: same payload?
-                assert next(store.read("orders", id, after=version)).payload == payload
+                try:
+                    store.append("orders", id, "placed", payload, expected_version=version)
+                except ConcurrencyError:
+                    # the attempt before the connection dropped had landed: same payload?
+                    assert next(store.read("orders", id, after=version)).payload == payload
             except (ClientError, BotoConnectionError, HTTPClientError):
                 # refused while draining, connection refused, or reset mid-request
                 progress["refused"] += 1
