@@ -105,19 +105,27 @@ def raised(exc: BaseException) -> BaseException:
         return caught
 
 
-def test_the_record_matches_the_seed_field_for_field() -> None:
-    event = users_event()
-    error = error_payload(raised(ValueError("bad phone number")))
-    record = failure_record(
+def record_of_error(
+    event: dict[str, Any], error: BaseException, when: datetime | None = None
+) -> dict[str, Any]:
+    """The failure record of a third failed attempt at `event` that raised `error`."""
+    payload = error_payload(error)
+    return failure_record(
         request_payload=event,
         function_arn=ARN,
         request_id=str(uuid.uuid4()),
         invoke_count=3,
-        error_type=error["errorType"],
-        error_message=error["errorMessage"],
-        trace=error["trace"],
-        timestamp=datetime(2019, 11, 24, 23, 8, 25, 651_000, tzinfo=UTC),
+        error_type=payload["errorType"],
+        error_message=payload["errorMessage"],
+        trace=payload["trace"],
+        timestamp=when,
     )
+
+
+def test_the_record_matches_the_seed_field_for_field() -> None:
+    event = users_event()
+    record = record_of_error(event, raised(ValueError("bad phone number")),
+                             when=datetime(2019, 11, 24, 23, 8, 25, 651_000, tzinfo=UTC))
 
     compared = assert_same_shape(record, SEED_RECORD)
     assert set(FIXED) <= set(compared) and len(compared) == 33  # every key at every level
@@ -283,16 +291,7 @@ def test_a_real_failure_is_recorded_listed_and_retried(core: Any, endpoint: str)
     event = users_event(id="u9", version=3)
     with pytest.raises(users_projection.MissingVersionsError) as caught:
         users_projection.handler(event, None)
-    error = error_payload(caught.value)
-    record = failure_record(
-        request_payload=event,
-        function_arn=ARN,
-        request_id=str(uuid.uuid4()),
-        invoke_count=3,
-        error_type=error["errorType"],
-        error_message=error["errorMessage"],
-        trace=error["trace"],
-    )
+    record = record_of_error(event, caught.value)
     assert recorder.handler(json.loads(json.dumps(record)), None)["stored"] is True
 
     [failure] = list_failures(core)

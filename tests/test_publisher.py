@@ -73,18 +73,7 @@ def subscribe_queue(endpoint: str, bus: str) -> str:
     events.put_rule(Name="users", EventBusName=bus, EventPattern=json.dumps(SEED_PATTERN))
     # moto 5.2 drops ``account`` from what it hands an SQS target (AWS keeps it), so
     # the target spells out AWS's whole event, every field taken from moto's event.
-    fields = [
-        "id",
-        "version",
-        "detail-type",
-        "source",
-        "account",
-        "time",
-        "region",
-        "resources",
-        "detail",
-    ]
-    paths = {name: f"$.{name}" for name in fields if name != "version"}
+    paths = {name: f"$.{name}" for name in ENVELOPE_KEYS if name != "version"}
     template = (
         '{"version": "0", "id": "<id>", "detail-type": "<detail-type>", "source": "<source>", '
         '"account": "<account>", "time": <time>, "region": "<region>", '
