@@ -297,6 +297,9 @@ def demo(users: int, seed: int, as_json: bool) -> None:
               help="WebSocket idle timeout in seconds (API Gateway: 600).")
 @click.option("--max-connection-age", type=float, default=7200.0, show_default=True,
               help="WebSocket maximum connection age in seconds (API Gateway: 7200).")
+@click.option("--autosave", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              metavar="SECONDS", help="Save the embedded tables after this many quiet seconds, "
+              "so a crash loses little (0: save only at a clean stop).")
 @click.option("--iam-auth", is_flag=True, help="Require SigV4-signed URLs on $connect.")
 @click.option("--ws-route", "ws_routes", multiple=True, metavar="ROUTE=module.handler",
               help="A WebSocket route and its handler, e.g. '$default=app.ws.handler'.")
@@ -334,19 +337,17 @@ def offline(as_json: bool, verbose: bool, quiet: bool, ws_routes: tuple[str, ...
 @cli.command()
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("db"),
               show_default=True, help="The local SQLite file.")
-@click.option("--dynamodb-port", type=int, default=8000, show_default=True,
-              help="Where `bridge offline` would be running (cleaning under it is refused).")
 @click.option("--dynamodb-endpoint", help="Also delete the stage's tables at this local "
               "endpoint (the one given to `bridge offline --dynamodb-endpoint`).")
 @click.option("--stage", default="local", show_default=True, help="Whose tables to delete.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def clean(db: Path, dynamodb_port: int, dynamodb_endpoint: str | None, stage: str,
-          yes: bool) -> None:
+def clean(db: Path, dynamodb_endpoint: str | None, stage: str, yes: bool) -> None:
     """Remove the local cloud's data: tables, archived events, stream checkpoints.
 
     \b
     The embedded endpoint's tables live in the SQLite file, so removing it removes
     them; with --dynamodb-endpoint the stage's tables there are deleted too.
+    Refused while a `bridge offline` uses the file.
 
     \b
     Examples:
@@ -362,7 +363,7 @@ def clean(db: Path, dynamodb_port: int, dynamodb_endpoint: str | None, stage: st
             raise BridgeError(f"{dynamodb_endpoint} is not on this machine: `bridge clean` only "
                               "deletes local tables")
         target = Target(stage=stage, endpoint_url=dynamodb_endpoint)
-    clean_local_data(db, dynamodb_port, yes, target)
+    clean_local_data(db, yes, target)
 
 
 @cli.group()

@@ -51,10 +51,10 @@ class OfflineProcess:
         self.started = json.loads(line)
         return self
 
-    def stop(self, timeout: float = 120) -> dict:
-        """Ctrl-C, wait for the clean shutdown, return its summary."""
+    def stop(self, timeout: float = 120, sig: int = signal.SIGINT) -> dict:
+        """Ctrl-C (or `sig`), wait for the clean shutdown, return its summary."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGINT)
+        self.process.send_signal(sig)
         try:
             out, _ = self.process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

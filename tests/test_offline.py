@@ -362,8 +362,7 @@ def test_clean_deletes_the_stage_tables_at_a_local_endpoint_and_refuses_remote(t
     stage = f"cl{uuid.uuid4().hex[:8]}"
     target = Target(stage=stage, endpoint_url=moto_url)
     create_tables(target.dynamodb(), target.log_table, target.core_table)
-    args = ["clean", "--dynamodb-endpoint", moto_url, "--stage", stage,
-            "--dynamodb-port", str(free_port())]
+    args = ["clean", "--dynamodb-endpoint", moto_url, "--stage", stage]
     refused = subprocess.run([str(BRIDGE), *args], cwd=tmp_path, capture_output=True,
                              text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert refused.returncode == 1
@@ -390,9 +389,8 @@ def test_one_database_one_offline_and_no_clean_under_it(tmp_path):
         assert second.returncode == 1
         assert second.stderr.strip() == (
             "error: db is in use by a running `bridge offline`; stop it first")
-        clean = subprocess.run([str(BRIDGE), "clean", "--yes", "--dynamodb-port",
-                                str(free_port())], cwd=tmp_path, capture_output=True,
-                               text=True, timeout=60)
+        clean = subprocess.run([str(BRIDGE), "clean", "--yes"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=60)
         assert clean.returncode == 1
         assert "in use by a running `bridge offline`" in clean.stderr
         assert (tmp_path / "db").exists()
@@ -450,4 +448,76 @@ def test_a_run_that_did_not_stop_cleanly_is_reported_at_the_next_start(tmp_path)
         second.stop()
     log = (tmp_path / "offline.log").read_text()
     assert "did not stop cleanly" in log
+    assert not (tmp_path / "db.lock").exists()
+
+
+def saved_items(db: Path, table: str) -> int:
+    """How many items of `table` the stored snapshot holds (0 before any save)."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        found = conn.execute("SELECT name FROM sqlite_master WHERE name = 'dynamodb_items'")
+        if not found.fetchone():
+            return 0
+        rows = conn.execute("SELECT COUNT(*) FROM dynamodb_items WHERE table_name = ?", (table,))
+        return rows.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_crash_after_a_quiet_moment_keeps_what_was_written(tmp_path):
+    """kill -9 after the writes went quiet: the quiet-moment save brings every item back,
+    and nothing is published twice after the restart."""
+    import signal as signals
+
+    from bridge.store import LogStore
+
+    db, table = tmp_path / "db", "local-dynamodb-logs"
+    first = OfflineProcess(tmp_path, "--autosave", "0.2").start()
+    store = LogStore(dynamodb(first.dynamodb_url).Table(table))
+    for n in range(30):
+        store.append("orders", f"o{n % 3}", "placed", {"id": f"o{n % 3}", "n": n})
+    assert wait_for(lambda: saved_items(db, table) == 30, timeout=60)
+    assert count(db) == 30  # the archive was flushed with the save
+    first.process.send_signal(signals.SIGKILL)  # a crash: no clean stop
+    first.process.wait()
+
+    second = OfflineProcess(tmp_path, ports=first.ports).start()
+    assert second.started["restored"][table] == 30
+    store = LogStore(dynamodb(second.dynamodb_url).Table(table))
+    assert [item.payload["n"] for item in store.read("orders", "o0")] == list(range(0, 30, 3))
+    store.append("orders", "o0", "placed", {"id": "o0", "n": 30})
+    final = second.stop()
+    assert final["saved_tables"][table] == 31
+    keys = [(e["detail"]["key"]["pk"], e["detail"]["key"]["sk"]) for e in iter_events(db)]
+    assert len(keys) == len(set(keys)) == 31  # each item published once, across the crash
+
+
+def test_without_autosave_nothing_is_saved_before_a_clean_stop(tmp_path):
+    from bridge.store import LogStore
+
+    db, table = tmp_path / "db", "local-dynamodb-logs"
+    with OfflineProcess(tmp_path, "--autosave", "0") as offline:
+        store = LogStore(dynamodb(offline.dynamodb_url).Table(table))
+        store.append("orders", "o1", "placed", {"id": "o1"})
+        assert wait_for(lambda: count(db) == 1)
+        # Past two quiet intervals of even the default (2 s): any autosave would be done.
+        time.sleep(4.5)
+        assert saved_items(db, table) == 0
+        assert offline.stop()["saved_tables"][table] == 1
+
+
+def test_closing_the_terminal_stops_as_cleanly_as_ctrl_c(tmp_path):
+    import signal as signals
+
+    from bridge.store import LogStore
+
+    table = "local-dynamodb-logs"
+    with OfflineProcess(tmp_path, "--autosave", "0") as offline:
+        LogStore(dynamodb(offline.dynamodb_url).Table(table)).append(
+            "orders", "o1", "placed", {"id": "o1"})
+        stopped = offline.stop(sig=signals.SIGHUP)  # what a closed terminal window sends
+    assert stopped["saved_tables"][table] == 1
+    assert stopped["published"] == 1
     assert not (tmp_path / "db.lock").exists()

@@ -17,7 +17,6 @@ import click
 
 from bridge.core.errors import BridgeError
 from bridge.offline.cloud import LocalCloud, OfflineOptions
-from bridge.offline.ports import check_port_free
 from bridge.offline.state import DatabaseLock
 
 
@@ -59,15 +58,16 @@ async def _serve(cloud: LocalCloud, as_json: bool) -> None:
             os._exit(130)
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP: the terminal was closed — stop as cleanly as on Ctrl-C.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal)
     await cloud.start()
     try:
         _print_started(cloud, as_json)
         await stop.wait()
         if not as_json:
-            click.echo("stopping: publishing what the stream still holds "
-                       "(Ctrl-C again to quit at once) …", err=True)
+            _say("stopping: publishing what the stream still holds "
+                 "(Ctrl-C again to quit at once) …", err=True)
     finally:
         saved = await cloud.stop()
     summary = {
@@ -76,11 +76,17 @@ async def _serve(cloud: LocalCloud, as_json: bool) -> None:
         "saved_tables": saved,
     }
     if as_json:
-        click.echo(json.dumps({"stopped": summary}))
+        _say(json.dumps({"stopped": summary}))
     else:
         kept = f", {sum(saved.values())} items in {len(saved)} tables kept" if saved else ""
-        click.echo(f"stopped: {summary['published']} stream records published, "
-                   f"{summary['archived']} events archived{kept}")
+        _say(f"stopped: {summary['published']} stream records published, "
+             f"{summary['archived']} events archived{kept}")
+
+
+def _say(text: str, err: bool = False) -> None:
+    """Print, unless the terminal is gone (closed window): the stop goes on regardless."""
+    with contextlib.suppress(OSError):
+        click.echo(text, err=err)
 
 
 def _print_started(cloud: LocalCloud, as_json: bool) -> None:
@@ -139,7 +145,7 @@ def _files(db: Path) -> list[Path]:
     return [p for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
 
 
-def clean_local_data(db: Path, dynamodb_port: int, yes: bool, target: Any = None) -> None:
+def clean_local_data(db: Path, yes: bool, target: Any = None) -> None:
     """Say what will go, ask (unless ``yes``), then remove it."""
     tables = _endpoint_tables(target) if target else []
     if not db.exists() and not tables:
@@ -149,18 +155,13 @@ def clean_local_data(db: Path, dynamodb_port: int, yes: bool, target: Any = None
         return
     lock = DatabaseLock(db).acquire()  # refused while a `bridge offline` uses the file
     try:
-        _clean(db, dynamodb_port, yes, target, tables)
+        _clean(db, yes, target, tables)
     finally:
         lock.release()
 
 
-def _clean(db: Path, dynamodb_port: int, yes: bool, target: Any, tables: list[str]) -> None:
+def _clean(db: Path, yes: bool, target: Any, tables: list[str]) -> None:
     if db.exists():
-        try:
-            check_port_free("127.0.0.1", dynamodb_port)
-        except BridgeError:
-            raise BridgeError(f"something is listening on port {dynamodb_port}: stop `bridge "
-                              "offline` before cleaning its data") from None
         try:
             contents = _describe(db)
         except sqlite3.Error as error:

@@ -7,13 +7,17 @@ the code AWS runs; only endpoints differ (``AWS_ENDPOINT_URL_*``).
 
 Shutdown order is what makes "nothing lost" true: stop taking writes, publish what
 the stream still holds, let running functions finish, flush the archive, and only
-then snapshot the tables and stop the endpoints.
+then snapshot the tables and stop the endpoints. While running, the tables are also
+saved in quiet moments, so a crash (``kill -9``, a power cut) loses only the writes
+since the last quiet moment rather than everything since the start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +29,15 @@ from bridge.core.names import core_table_name, log_table_name
 from bridge.core.subscriptions import FunctionSpec, Subscriptions
 from bridge.offline.dynamodb import DynamoDBProcess
 from bridge.offline.poller import StreamPoller
-from bridge.offline.ports import check_port_free, free_port
+from bridge.offline.ports import free_port, wait_port_free
 from bridge.offline.state import (
     Checkpoints,
     DatabaseLock,
     check_database,
+    read_tables,
     restore_tables,
     save_tables,
+    write_snapshot,
 )
 
 log = logging.getLogger("bridge.offline")
@@ -66,6 +72,7 @@ class OfflineOptions:
     idle_timeout: float = 600.0
     max_connection_age: float = 7200.0
     iam_auth: bool = False
+    autosave: float = 2.0  # seconds of quiet before the tables are saved; 0: never
     ws_routes: dict[str, str] = field(default_factory=dict)  # route key → handler
 
 
@@ -81,6 +88,9 @@ class LocalCloud:
         self.dynamodb_url = options.dynamodb_endpoint or ""
         self.restored: dict[str, int] = {}
         self._poll_task: asyncio.Task[None] | None = None
+        self._autosave_task: asyncio.Task[None] | None = None
+        self._autosave_stop = asyncio.Event()
+        self.autosaved = 0  # quiet-moment saves made
         self._cleanups: list[Any] = []  # how to undo what started, in order
 
     # ------------------------------------------------------------------ endpoints
@@ -142,14 +152,16 @@ class LocalCloud:
         self._cleanups.append(lock.release)
         if lock.stale:
             log.warning("the last `bridge offline` on %s did not stop cleanly (killed?): its "
-                        "tables are as they were at the clean stop before", o.db)
+                        "tables are as it last saved them (at a quiet moment or a clean stop)",
+                        o.db)
         o.events_port = o.events_port or free_port(o.host)
         o.ws_port = o.ws_port or free_port(o.host)
         ports = [(o.events_port, "--events-port"), (o.ws_port, "--ws-port")]
         if not o.dynamodb_endpoint and o.dynamodb_port:
             ports.append((o.dynamodb_port, "--dynamodb-port"))
+        grace = 5.0 if lock.stale else 0.0  # a crashed run's ports may still be closing
         for port, option in ports:  # all refused up front, each naming its option
-            check_port_free(o.host, port, option)
+            await asyncio.to_thread(wait_port_free, o.host, port, option, grace)
         try:
             if not o.dynamodb_endpoint:
                 self.embedded = DynamoDBProcess(o.host, o.dynamodb_port, FUNCTIONS_KEY)
@@ -206,6 +218,10 @@ class LocalCloud:
                 batch_window=o.batch_window,
             )
             self._poll_task = asyncio.create_task(self.poller.run(), name="stream-poller")
+            if self.embedded and o.autosave > 0:
+                self._autosave_task = asyncio.create_task(self._autosave(o.autosave),
+                                                          name="autosave")
+                self._cleanups.append(self._stop_autosave)
         except BaseException:
             await self._stop_started()
             raise
@@ -247,6 +263,7 @@ class LocalCloud:
         saved: dict[str, int] = {}
         failure: BaseException | None = None
         try:
+            await self._stop_autosave()  # before draining: no save may follow the final one
             if self._poll_task is not None:
                 await self._drain()
                 if self.embedded:
@@ -283,9 +300,63 @@ class LocalCloud:
         log.info("pipeline drained: %d stream records published in all",
                  self.poller.published)
 
+    async def _autosave(self, interval: float) -> None:
+        """Save the tables whenever the endpoint has been quiet for ``interval`` seconds.
+
+        A saved item must have had its event published: after a crash the tables are
+        restored with their streams off, so an unpublished item in the snapshot would
+        never be published. Hence a save needs no write running or started since the
+        quiet check, the stream read past the last write, and no function still busy.
+        """
+        assert self.embedded is not None
+        saved = last = (await asyncio.to_thread(self.embedded.write_counts))[0]
+        while not await self._autosave_stopping(interval):
+            try:
+                writes, writing = await asyncio.to_thread(self.embedded.write_counts)
+                quiet = writes == last and not writing
+                last = writes
+                if writes == saved or not quiet or not await self._settled(time.monotonic()):
+                    continue
+                snapshot = await asyncio.to_thread(read_tables, self._dynamodb_client())
+                if (await asyncio.to_thread(self.embedded.write_counts))[0] != writes:
+                    continue  # written to while read: try again at the next quiet moment
+                if self._autosave_stop.is_set():
+                    return  # the clean stop saves after draining; this one would be older
+                await self.archive.flush()
+                counts = await asyncio.to_thread(write_snapshot, self.options.db, snapshot)
+            except Exception as error:  # noqa: BLE001 - the clean stop still saves
+                log.warning("saving the tables in a quiet moment failed: %s", error)
+                continue
+            saved = writes
+            self.autosaved += 1
+            log.info("tables saved: %d items in %d tables", sum(counts.values()), len(counts))
+
+    async def _autosave_stopping(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._autosave_stop.wait(), seconds)
+        return self._autosave_stop.is_set()
+
+    async def _settled(self, since: float, timeout: float = 5.0) -> bool:
+        """Whether the stream was read to its end after ``since`` with no function busy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._autosave_stop.is_set():
+            if self.poller.caught_up_at > since and not self.runtime.backlog():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _stop_autosave(self) -> None:
+        """Let a save under way finish (its threads can't be cancelled), then end."""
+        self._autosave_stop.set()
+        if self._autosave_task is not None:
+            await asyncio.gather(self._autosave_task, return_exceptions=True)
+            self._autosave_task = None
+
+    def _dynamodb_client(self) -> Any:
+        return self._session().client("dynamodb", endpoint_url=self.dynamodb_url)
+
     async def _save_tables(self) -> dict[str, int]:
-        client = self._session().client("dynamodb", endpoint_url=self.dynamodb_url)
-        return await asyncio.to_thread(save_tables, client, self.options.db)
+        return await asyncio.to_thread(save_tables, self._dynamodb_client(), self.options.db)
 
     async def _stop_started(self) -> None:
         """Undo every start step, newest first; one failing step doesn't skip the rest."""

@@ -5,7 +5,9 @@ Two things moto's own ``ThreadedMotoServer`` lacks, and the local cloud needs:
 * a **write gate**: on shutdown the endpoint stops taking writes (503, which SDKs
   retry) while DynamoDB Streams reads still work, so the stream poller can publish
   every acknowledged write before the process exits;
-* a count of requests in flight, so shutdown waits for writes already accepted.
+* a count of requests in flight, so shutdown waits for writes already accepted;
+* a count of writes started and in flight, so the local cloud can tell a quiet
+  moment (nothing written since it last looked) in which to save the tables.
 
 moto keeps its state per process, so every embedded endpoint of one process shares
 the same tables — tests give each case its own stage/table names.
@@ -14,6 +16,7 @@ the same tables — tests give each case its own stage/table names.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import subprocess
@@ -29,6 +32,14 @@ from bridge.offline.ports import check_port_free, free_port
 STREAMS_TARGET_PREFIX = "DynamoDBStreams_"
 CLOSE_WRITES_PATH = "/__bridge/close-writes"
 OPEN_WRITES_PATH = "/__bridge/open-writes"
+WRITES_PATH = "/__bridge/writes"
+# Operations that may change a table. A read miscounted here costs a needless
+# save; a write missed would cost a save that lacks it, so PartiQL counts too.
+WRITE_OPERATIONS = frozenset({
+    "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems",
+    "ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction",
+    "CreateTable", "UpdateTable", "DeleteTable", "UpdateTimeToLive",
+})
 
 
 class _Gate:
@@ -44,6 +55,8 @@ class _Gate:
         self.trusted = f"Credential={trusted_key}/" if trusted_key else None
         self.open = open
         self.in_flight = 0
+        self.writes = 0  # write requests started, ever
+        self.writing = 0  # write requests not finished yet
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
@@ -53,19 +66,28 @@ class _Gate:
             return [b'{"writes":"open"}']
         if environ["REQUEST_METHOD"] == "POST" and environ.get("PATH_INFO") == CLOSE_WRITES_PATH:
             return self._close_writes(start_response)
+        if environ["REQUEST_METHOD"] == "GET" and environ.get("PATH_INFO") == WRITES_PATH:
+            with self._lock:
+                body = json.dumps({"writes": self.writes, "writing": self.writing})
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body.encode()]
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         trusted = self.trusted and self.trusted in environ.get("HTTP_AUTHORIZATION", "")
         if not self.open and not trusted and not target.startswith(STREAMS_TARGET_PREFIX):
             start_response("503 Service Unavailable", [("Content-Type", "application/json")])
             return [b'{"__type":"ServiceUnavailable","message":"bridge offline is stopping"}']
+        write = target.rpartition(".")[2] in WRITE_OPERATIONS
         with self._lock:
             self.in_flight += 1
+            self.writes += write
+            self.writing += write
         try:
             # moto builds whole responses (no streaming), so the work is done here.
             return list(self.app(environ, start_response))
         finally:
             with self._lock:
                 self.in_flight -= 1
+                self.writing -= write
 
 
     def close(self, timeout: float = 10.0) -> None:
@@ -204,6 +226,12 @@ class DynamoDBProcess:
 
     def close_writes(self, timeout: float = 10.0) -> None:
         self._control(CLOSE_WRITES_PATH, timeout=timeout + 5)
+
+    def write_counts(self) -> tuple[int, int]:
+        """(write requests started so far, write requests still running)."""
+        with urllib.request.urlopen(self.url + WRITES_PATH, timeout=10) as response:
+            counts = json.loads(response.read())
+        return counts["writes"], counts["writing"]
 
     def _control(self, path: str, timeout: float) -> None:
         request = urllib.request.Request(self.url + path, data=b"", method="POST")

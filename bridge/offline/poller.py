@@ -111,17 +111,24 @@ class StreamPoller:
         self.failed = 0  # records given up on (kept in stream_failures)
         self._stop = asyncio.Event()
         self._shards_checked = 0.0
+        # When the last pass that found nothing to publish began: everything written
+        # before then has been published.
+        self.caught_up_at = 0.0
 
     async def run(self) -> None:
         """Poll until ``stop()``; back off while idle."""
         idle = self.min_idle
         while not self._stop.is_set():
+            began = time.monotonic()
             try:
                 handled = await self.poll_once()
             except Exception as error:  # noqa: BLE001 - the endpoint may restart; keep going
                 log.warning("stream poll failed: %s", error)
                 handled = 0
                 idle = self.max_idle
+            else:
+                if not handled and not any(s.pending for s in self.shards.values()):
+                    self.caught_up_at = began
             if handled:
                 idle = self.min_idle
                 continue

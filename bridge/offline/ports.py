@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 
 from aiohttp import web
 
@@ -25,6 +26,19 @@ def check_port_free(host: str, port: int, option: str = "the port option") -> No
             if error.errno in (errno.EADDRINUSE, errno.EACCES):
                 raise in_use(host, port, option) from None
             raise
+
+
+def wait_port_free(host: str, port: int, option: str, timeout: float) -> None:
+    """As :func:`check_port_free`, but give a port being let go ``timeout`` seconds:
+    after a crash, the killed run's DynamoDB child takes a moment to notice and exit."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check_port_free(host, port, option)
+        except BridgeError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -3,8 +3,9 @@
 * ``checkpoints``: per stream shard, the last sequence number handed to the
   publisher successfully — a restart neither republishes nor misses a record.
 * ``dynamodb_tables`` / ``dynamodb_items``: a snapshot of the embedded endpoint's
-  tables, written on shutdown and loaded on start, so local data outlives a restart
-  (moto keeps everything in memory). Items are stored in DynamoDB's typed JSON.
+  tables, written on shutdown (and in quiet moments while running, so a crash
+  loses little) and loaded on start, so local data outlives a restart (moto keeps
+  everything in memory). Items are stored in DynamoDB's typed JSON.
 
 Small and synchronous on purpose: a few rows, touched once per poll or at start/stop.
 """
@@ -180,15 +181,29 @@ def _definition(description: dict[str, Any]) -> dict[str, Any]:
     return definition
 
 
+Snapshot = list[tuple[str, dict[str, Any], list[dict[str, Any]]]]  # name, definition, items
+
+
 def save_tables(client: Any, path: str | Path) -> dict[str, int]:
     """Snapshot every table of the endpoint into the SQLite file (replacing the last one)."""
-    snapshot: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = []
+    return write_snapshot(path, read_tables(client))
+
+
+def read_tables(client: Any) -> Snapshot:
+    """Every table of the endpoint: its definition and all its items."""
+    snapshot: Snapshot = []
     for name in client.get_paginator("list_tables").paginate().build_full_result()["TableNames"]:
         description = client.describe_table(TableName=name)["Table"]
         items = []
         for page in client.get_paginator("scan").paginate(TableName=name, ConsistentRead=True):
             items.extend(page.get("Items", []))
         snapshot.append((name, _definition(description), items))
+    return snapshot
+
+
+def write_snapshot(path: str | Path, snapshot: Snapshot) -> dict[str, int]:
+    """Replace the stored snapshot with this one, in one transaction: a crash while
+    writing leaves the previous snapshot whole."""
     conn = connect(path)
     try:
         conn.execute("BEGIN")
