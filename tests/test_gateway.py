@@ -98,7 +98,7 @@ def management(gateway: Gateway) -> Any:
     )
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 3.0) -> Any:
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
     """Poll until ``check()`` is truthy: $disconnect runs after the close, asynchronously."""
     deadline = time.monotonic() + timeout
     while not (result := check()):
@@ -120,11 +120,11 @@ async def connection_id(tag: str) -> str:
     return found[0]["requestContext"]["connectionId"]
 
 
-async def recv_json(ws: ClientConnection, timeout: float = 3.0) -> Any:
+async def recv_json(ws: ClientConnection, timeout: float = 10.0) -> Any:
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
-async def closed_with(ws: ClientConnection, timeout: float = 3.0) -> tuple[int, str]:
+async def closed_with(ws: ClientConnection, timeout: float = 10.0) -> tuple[int, str]:
     """Wait for the server to close the socket; return its close code and reason."""
     with pytest.raises(ConnectionClosed) as info:
         async with asyncio.timeout(timeout):
@@ -306,15 +306,14 @@ async def test_other_paths_and_stages_are_not_found(gateway: Gateway) -> None:
 
 async def test_slow_handler_blocks_neither_other_connections_nor_order(gateway: Gateway) -> None:
     async with connect(gateway.url) as slow_ws, connect(gateway.url) as fast_ws:
-        await slow_ws.send(json.dumps({"action": "slow", "seconds": 1.5, "n": 1}))
+        await slow_ws.send(json.dumps({"action": "slow", "seconds": 3, "n": 1}))
         await slow_ws.send(json.dumps({"action": "echo", "n": 2}))
-        await asyncio.sleep(0.05)
-        started = time.monotonic()
+        slow_reply = asyncio.create_task(recv_json(slow_ws))
         await fast_ws.send(json.dumps({"action": "echo", "n": 3}))
         assert (await recv_json(fast_ws))["n"] == 3
-        assert time.monotonic() - started < 1.2  # well before the slow handler (1.5 s) ends
-        assert (await recv_json(slow_ws))["n"] == 1
-        assert (await recv_json(slow_ws))["n"] == 2
+        assert not slow_reply.done()  # the other connection answered while slow still ran
+        assert (await slow_reply)["n"] == 1
+        assert (await recv_json(slow_ws))["n"] == 2  # and its own messages kept their order
 
 
 # -- limits -----------------------------------------------------------------------------
@@ -345,16 +344,16 @@ async def test_frame_over_32_kb_closes_with_1009(gateway: Gateway) -> None:
 
 
 async def test_idle_connection_is_closed_with_1001(make_gateway: MakeGateway) -> None:
-    gateway = await make_gateway(idle_timeout=0.4)
+    gateway = await make_gateway(idle_timeout=1.0)
     async with connect(gateway.url) as ws:
-        for n in range(4):  # activity keeps it open past the idle timeout
+        started = time.monotonic()
+        for n in range(12):  # activity every 0.1 s keeps it open past the idle timeout
             await ws.send(json.dumps({"action": "echo", "n": n}))
             assert (await recv_json(ws))["n"] == n
-            await asyncio.sleep(0.15)
-        started = time.monotonic()
-        code, reason = await closed_with(ws)
+            await asyncio.sleep(0.1)
+        assert time.monotonic() - started > 1.0  # it really outlived one idle timeout
+        code, reason = await closed_with(ws)  # … then, left alone, it is closed
     assert (code, reason) == (1001, "Going away")
-    assert 0.2 < time.monotonic() - started < 3.0  # generous: machines here are noisy
     (gone,) = await eventually(lambda: echo.events("$disconnect"))
     assert gone["requestContext"]["disconnectStatusCode"] == 1001
     assert gone["requestContext"]["disconnectReason"] == "Going away"
@@ -378,7 +377,7 @@ async def test_connection_older_than_max_age_is_closed_with_1001(
         finally:
             task.cancel()
     assert (code, reason) == (1001, "Going away")
-    assert 0.6 < time.monotonic() - started < 4.0  # generous: machines here are noisy
+    assert time.monotonic() - started > 0.7  # not before its maximum age
 
 
 # -- management API ---------------------------------------------------------------------
@@ -389,9 +388,9 @@ async def test_management_api_through_boto3(gateway: Gateway) -> None:
     async with connect(f"{gateway.url}?tag=mgmt") as ws:
         cid = await connection_id("mgmt")
         await asyncio.to_thread(client.post_to_connection, ConnectionId=cid, Data=b"hello")
-        assert await asyncio.wait_for(ws.recv(), 3) == "hello"
+        assert await asyncio.wait_for(ws.recv(), 10) == "hello"
         await asyncio.to_thread(client.post_to_connection, ConnectionId=cid, Data=b"\xff\x00")
-        assert await asyncio.wait_for(ws.recv(), 3) == b"\xff\x00"
+        assert await asyncio.wait_for(ws.recv(), 10) == b"\xff\x00"
 
         info = await asyncio.to_thread(client.get_connection, ConnectionId=cid)
         assert info["Identity"]["SourceIp"] == "127.0.0.1"

@@ -40,6 +40,12 @@ def aws_put_item(endpoint: str) -> subprocess.CompletedProcess:
     )
 
 
+def free_ports() -> list[str]:
+    """`bridge offline` options putting every server on a free port."""
+    return ["--dynamodb-port", str(free_port()), "--events-port", str(free_port()),
+            "--ws-port", str(free_port())]
+
+
 def wait_for(check, timeout: float = 30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -179,7 +185,7 @@ def test_bad_subscriptions_file_is_refused_at_start_with_file_and_reason(tmp_pat
     bad = tmp_path / "dynamodb-logs.toml"
     bad.write_text('[functions.users]\nhandler = "bridge.lambdas.users_projection.handler"\n'
                    'pattern = { source = "dynamodb-log" }\n')
-    result = subprocess.run([str(BRIDGE), "offline", "--dynamodb-port", str(free_port())],
+    result = subprocess.run([str(BRIDGE), "offline", *free_ports()],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
@@ -251,19 +257,22 @@ def test_restart_in_the_middle_of_5000_appends_loses_and_duplicates_nothing(tmp_
         except BaseException as error:  # surfaced below rather than lost in the thread
             progress["error"] = repr(error)
 
-    thread = threading.Thread(target=guarded_writer)
+    thread = threading.Thread(target=guarded_writer, daemon=True)  # never blocks pytest's exit
     thread.start()
-    assert wait_for(lambda: progress["written"] >= total // 3 or "error" in progress,
-                    timeout=120)
-    assert "error" not in progress, progress["error"]
-    offline.stop()  # Ctrl-C in the middle of the stream of appends
-    offline = OfflineProcess(tmp_path, ports=offline.ports).start()
-    thread.join(timeout=300)
-    assert not thread.is_alive()
-    assert "error" not in progress, progress["error"]
-    assert progress["refused"] > 0  # writes really were in flight around the restart
-    assert 0 < offline.started["restored"]["local-dynamodb-logs"] < total
-    final = offline.stop()
+    try:
+        assert wait_for(lambda: progress["written"] >= total // 3 or "error" in progress,
+                        timeout=120)
+        assert "error" not in progress, progress["error"]
+        offline.stop()  # Ctrl-C in the middle of the stream of appends
+        offline = OfflineProcess(tmp_path, ports=offline.ports).start()
+        thread.join(timeout=240)
+        assert not thread.is_alive()
+        assert "error" not in progress, progress["error"]
+        assert progress["refused"] > 0  # writes really were in flight around the restart
+        assert 0 < offline.started["restored"]["local-dynamodb-logs"] < total
+        final = offline.stop()
+    finally:
+        offline.__exit__()  # a failed assertion leaves no `bridge offline` running
     assert final["saved_tables"]["local-dynamodb-logs"] == total
 
     events = list(iter_events(tmp_path / "db"))
@@ -400,7 +409,7 @@ def test_one_database_one_offline_and_no_clean_under_it(tmp_path):
 
 def test_a_bad_database_file_is_one_line(tmp_path):
     (tmp_path / "db").write_text("not a database")
-    result = subprocess.run([str(BRIDGE), "offline", "--dynamodb-port", str(free_port())],
+    result = subprocess.run([str(BRIDGE), "offline", *free_ports()],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip() == "error: db cannot be the local database: file is not a database"

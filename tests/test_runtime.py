@@ -106,7 +106,7 @@ async def test_invoke_returns_the_value_with_the_function_environment_and_contex
             "log_stream_name": env["AWS_LAMBDA_LOG_STREAM_NAME"],
         }
         first, second = body["remaining"]
-        assert 2000 < first <= 3000  # counts down from the function's 3 s timeout
+        assert 1000 < first <= 3000  # counts down from the function's 3 s timeout
         assert second <= first - 40  # the handler slept 50 ms between the two readings
 
         # The environment is the worker's own: this process never saw these variables.
@@ -153,10 +153,8 @@ async def test_async_retries_then_on_failure_gets_the_seed_record(tmp_path: Path
         "detail": {"log": "users", "key": {"pk": "users#12#stream", "sk": 1}},
     }
     async with running(failing, failures, stage="t2") as runtime:
-        before = time.perf_counter()
-        request_id = runtime.invoke_async("projection", event)
-        assert time.perf_counter() - before < 0.5  # returns at once, runs in the background
-        assert not attempts_file.exists()
+        request_id = runtime.invoke_async("projection", event)  # a plain call: returns at once
+        assert not attempts_file.exists()  # … and the function runs in the background
         await runtime.drain()
 
         attempts = [line.split() for line in read_lines(attempts_file)]
@@ -233,8 +231,8 @@ async def test_timeout_kills_the_sandbox_and_the_next_invocation_gets_a_fresh_on
         assert not result.ok and result.payload is None
         assert result.error["errorType"] == "Sandbox.Timedout"
         assert result.error["errorMessage"].startswith(f"RequestId: {result.request_id} Error: ")
-        assert "Task timed out after 1.0" in result.error["errorMessage"]
-        assert 1.0 <= elapsed < 8  # stopped at its timeout, not after the 30 s sleep
+        assert "Task timed out after 1.00 seconds" in result.error["errorMessage"]
+        assert elapsed < 30  # stopped at its timeout, not after the 30 s sleep
         await eventually(lambda: not alive(pid))  # the runaway handler really stopped
 
         after = await runtime.invoke("sleeper", {"action": "pid"})
@@ -242,40 +240,48 @@ async def test_timeout_kills_the_sandbox_and_the_next_invocation_gets_a_fresh_on
         # The caller may shorten the timeout of one invocation, never lengthen it.
         short = await runtime.invoke("sleeper", {"action": "sleep", "seconds": 5}, timeout=0.3)
         assert short.error["errorType"] == "Sandbox.Timedout"
-        assert short.duration_ms < 4000  # not the 5 s it asked to sleep
+        assert "Task timed out after 0.30 seconds" in short.error["errorMessage"]
 
 
-async def test_a_slow_function_does_not_delay_another() -> None:
-    slow, fast = spec("slow", ACTIONS, timeout=10), spec("fast", ACTIONS)
+async def test_a_slow_function_does_not_delay_another(tmp_path: Path) -> None:
+    slow, fast = spec("slow", ACTIONS, timeout=60), spec("fast", ACTIONS)
+    started, release, queued = tmp_path / "started", tmp_path / "release", tmp_path / "queued"
     async with running(slow, fast, max_concurrency=1) as runtime:
-        await runtime.invoke("fast", {"action": "pid"})  # warm: measure waiting, not cold start
-        busy = asyncio.create_task(runtime.invoke("slow", {"action": "sleep", "seconds": 1.5}))
-        await asyncio.sleep(0.3)  # the slow handler is running and holds slow's only slot
-        queued = [runtime.invoke_async("slow", {"action": "sleep", "seconds": 0.1})]
+        hold = {"action": "hold", "started": str(started), "release": str(release)}
+        busy = asyncio.create_task(runtime.invoke("slow", hold))
+        await eventually(started.exists, timeout=30)  # slow's only slot is taken until released
+        runtime.invoke_async("slow", {"action": "touch", "path": str(queued)})
 
-        started = time.perf_counter()
-        for _ in range(5):
-            result = await runtime.invoke("fast", {"action": "pid"})
+        for _ in range(5):  # were fast held up by slow, this would wait for the release
+            result = await asyncio.wait_for(runtime.invoke("fast", {"action": "pid"}), 30)
             assert result.ok
-        assert time.perf_counter() - started < 1.2  # well inside slow's 1.5 s
-        assert not busy.done()  # all of that happened while slow was still busy
+        assert not busy.done() and not queued.exists()  # slow's queue waits its turn
 
-        slow_result = await busy
-        assert slow_result.ok
+        release.touch()
+        assert (await busy).ok
         await runtime.drain()
-        assert len(queued) == 1
+        assert queued.exists()  # the queued invocation ran once the slot was free
 
 
-async def test_concurrent_invocations_of_one_function_use_separate_sandboxes() -> None:
+async def test_concurrent_invocations_of_one_function_use_separate_sandboxes(
+    tmp_path: Path,
+) -> None:
+    release = tmp_path / "release"
     async with running(spec("wide", ACTIONS), max_concurrency=3) as runtime:
-        started = time.perf_counter()
-        results = await asyncio.gather(
-            *(runtime.invoke("wide", {"action": "sleep", "seconds": 1.0}) for _ in range(3))
-        )
+        starts = [tmp_path / f"started-{n}" for n in range(3)]
+        calls = [
+            asyncio.create_task(runtime.invoke(
+                "wide", {"action": "hold", "started": str(s), "release": str(release)}))
+            for s in starts
+        ]
+        # All three are inside the handler at once: in a row, the second could not start.
+        await eventually(lambda: all(s.exists() for s in starts), timeout=30)
+        release.touch()
+        results = await asyncio.gather(*calls)
         assert all(r.ok for r in results)
-        assert time.perf_counter() - started < 2.5  # in parallel, not 3 × 1.0 s in a row
+        assert len({r.payload["pid"] for r in results}) == 3  # three sandboxes
         pids = await asyncio.gather(*(runtime.invoke("wide", {"action": "pid"}) for _ in range(6)))
-        assert 1 <= len({r.payload["pid"] for r in pids}) <= 3  # idle sandboxes are reused
+        assert {r.payload["pid"] for r in pids} <= {r.payload["pid"] for r in results}  # reused
 
 
 async def test_editing_a_handler_or_its_imports_takes_effect_on_the_next_invocation(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
@@ -109,7 +110,7 @@ def test_eight_writers_contend_on_one_stream(target):
     wins: dict[int, str] = {}
     losses: list[ConcurrencyError] = []
     lock = threading.Lock()
-    start = threading.Barrier(writers)
+    start = threading.Barrier(writers, timeout=60)
 
     def writer(name: str) -> None:
         store = LogStore(target.dynamodb().Table(target.log_table))
@@ -134,11 +135,9 @@ def test_eight_writers_contend_on_one_stream(target):
                 assert version not in wins
                 wins[version] = marker
 
-    threads = [threading.Thread(target=writer, args=(f"w{i}",)) for i in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(writers) as pool:
+        for done in [pool.submit(writer, f"w{i}") for i in range(writers)]:
+            done.result()  # a writer's error or failed assertion fails the test here
 
     store = LogStore(target.dynamodb().Table(target.log_table))
     items = list(store.read("accounts", "hot"))

@@ -8,6 +8,9 @@ It runs in a worker process of the local runtime, exactly as AWS would run it:
 * ``print`` — prints lines that look like protocol messages, to stdout and stderr,
   from Python and from a child process, then returns normally.
 * ``sleep`` — sleeps ``seconds`` and returns when it started and ended (epoch seconds).
+* ``hold`` — creates the file ``started``, then waits (at most 60 s) until the file
+  ``release`` exists: lets a test decide when a busy handler ends.
+* ``touch`` — creates the file ``path``: shows that an invocation ran.
 * ``pid`` — returns the worker's process id (a new one means a new sandbox).
 * ``marshal`` — returns a value JSON cannot encode (a set).
 * ``decimal`` — returns Decimals, as boto3 reads them from DynamoDB.
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 VARIABLES = (
@@ -80,6 +84,17 @@ def handler(event: dict[str, Any], context: Any) -> Any:
         started = time.time()
         time.sleep(float(event["seconds"]))
         return {"started": started, "ended": time.time()}
+    if action == "hold":
+        Path(event["started"]).touch()
+        deadline = time.monotonic() + 60
+        while not Path(event["release"]).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("never released")
+            time.sleep(0.01)
+        return {"pid": os.getpid()}
+    if action == "touch":
+        Path(event["path"]).touch()
+        return {"touched": event["path"]}
     if action == "pid":
         return {"pid": os.getpid()}
     if action == "marshal":
