@@ -24,6 +24,9 @@ DUMMY_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "loc
 DEFAULT_REGION = "us-east-1"
 
 
+def default_region() -> str:
+    """The region when none is given: the SDK's variables, then us-east-1."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
 
 
 def local_endpoint(service: str, default: str) -> str:
@@ -85,9 +88,7 @@ class Target:
         return self.is_local or is_loopback(self.endpoint_url)
 
     def session(self) -> boto3.Session:
-        region = self.region or os.environ.get("AWS_REGION") or os.environ.get(
-            "AWS_DEFAULT_REGION"
-        ) or DEFAULT_REGION
+        region = self.region or default_region()
         if self.profile:
             return boto3.Session(profile_name=self.profile, region_name=region)
         if self.local_endpoint:

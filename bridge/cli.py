@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bridge.aws import Target, is_loopback
+from bridge.aws import Target, default_region, is_loopback
 from bridge.core.errors import BridgeError, ValidationError
 
 console = Console(stderr=True)
@@ -39,8 +39,10 @@ def aws_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @click.option("--stage", default="local", show_default=True, help="Deployment stage.")
     @click.option("--endpoint-url",
-                  help="DynamoDB endpoint (stage local: $AWS_ENDPOINT_URL_DYNAMODB, else :8000).")
-    @click.option("--region", help="AWS region (default: AWS_REGION or us-east-1).")
+                  help="DynamoDB endpoint. Stage local defaults to $AWS_ENDPOINT_URL_DYNAMODB "
+                  "if set, else http://127.0.0.1:8000; other stages use AWS.")
+    @click.option("--region", help="AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION, "
+                  "else us-east-1).")
     @click.option("--profile", help="AWS profile for credentials (not needed for stage local).")
     @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
     @functools.wraps(command)
@@ -51,6 +53,9 @@ def aws_options(command: Callable[..., Any]) -> Callable[..., Any]:
         return command(target=target, as_json=as_json, **kwargs)
 
     return wrapper
+
+
+PORT = click.IntRange(0, 65535)
 
 
 def check_url(option: str, url: str) -> str:
@@ -82,7 +87,8 @@ def cli() -> None:
     \b
     Quick start (no AWS needed):
       bridge demo                      run the whole pipeline on this machine
-      bridge tables create             create local-dynamodb-logs and local-core
+      bridge offline                   the local cloud, until Ctrl-C; then, in
+                                       another terminal:
       bridge append users 12 signup --payload '{"id": "12", "name": "test"}'
       bridge query users 12
     """
@@ -90,7 +96,12 @@ def cli() -> None:
 
 @cli.group()
 def tables() -> None:
-    """Manage the log and core tables."""
+    """Manage the log and core tables on a local endpoint.
+
+    \b
+    Example:
+      bridge tables create             (bridge offline creates them by itself)
+    """
 
 
 @tables.command("create")
@@ -102,8 +113,10 @@ def tables_create(target: Target, as_json: bool) -> None:
     Example:
       bridge tables create --endpoint-url http://127.0.0.1:8000
     """
+    from bridge.core.names import check_stage
     from bridge.store import create_tables
 
+    check_stage(target.stage)
     if not target.local_endpoint:
         # In AWS the tables belong to the stack (`bridge deploy`); made here, they would
         # block that deploy with "already exists".
@@ -208,7 +221,8 @@ def query(target: Target, as_json: bool, log: str, id: str | None, after: int) -
 
 
 @cli.command()
-@click.option("--users", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--users", type=click.IntRange(min=1), default=100, show_default=True,
+              help="How many fake users (4 events each).")
 @click.option("--seed", type=int, help="Make the fake data reproducible.")
 @click.option(
     "--concurrency", type=click.IntRange(min=1, max=64),
@@ -259,8 +273,10 @@ def run_generate(target: Target, users: int, seed: int | None, concurrency: int,
 
 
 @cli.command()
-@click.option("--users", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--users", type=click.IntRange(min=1), default=100, show_default=True,
+              help="How many fake users (4 events each).")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Same seed, same users.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo(users: int, seed: int, as_json: bool) -> None:
     """Run the pipeline on this machine: embedded DynamoDB, fake users, read back.
@@ -279,10 +295,11 @@ def demo(users: int, seed: int, as_json: bool) -> None:
 @cli.command()
 @click.option("--stage", default="local", show_default=True, help="Stage the tables are named for.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--dynamodb-port", type=int, default=8000, show_default=True)
-@click.option("--events-port", type=int, default=4010, show_default=True,
+@click.option("--dynamodb-port", type=PORT, default=8000, show_default=True,
+              help="Embedded DynamoDB and DynamoDB Streams endpoint.")
+@click.option("--events-port", type=PORT, default=4010, show_default=True,
               help="EventBridge endpoint (and the Lambda Invoke API).")
-@click.option("--ws-port", type=int, default=3001, show_default=True,
+@click.option("--ws-port", type=PORT, default=3001, show_default=True,
               help="WebSocket gateway and its @connections management API.")
 @click.option("--dynamodb-endpoint", help="Use this DynamoDB (e.g. DynamoDB Local) instead of "
               "the embedded one.")
@@ -290,12 +307,16 @@ def demo(users: int, seed: int, as_json: bool) -> None:
               show_default=True, help="SQLite file: archive, checkpoints, table snapshot.")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
               help="Subscriptions definition (default: ./dynamodb-logs.toml, else the built-in).")
-@click.option("--region", default="us-east-1", show_default=True)
-@click.option("--batch-window", type=float, default=0.0, show_default=True,
+@click.option("--region", default=default_region, show_default="$AWS_REGION, "
+              "$AWS_DEFAULT_REGION, else us-east-1",
+              help="Region of the local tables, bus and functions (as the other commands use).")
+@click.option("--batch-window", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds to gather stream records before invoking the publisher.")
-@click.option("--idle-timeout", type=float, default=600.0, show_default=True,
+@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0,
+              show_default=True,
               help="WebSocket idle timeout in seconds (API Gateway: 600).")
-@click.option("--max-connection-age", type=float, default=7200.0, show_default=True,
+@click.option("--max-connection-age", type=click.FloatRange(min=0, min_open=True),
+              default=7200.0, show_default=True,
               help="WebSocket maximum connection age in seconds (API Gateway: 7200).")
 @click.option("--autosave", type=click.FloatRange(min=0), default=2.0, show_default=True,
               metavar="SECONDS", help="Save the embedded tables after this many quiet seconds, "
@@ -318,8 +339,11 @@ def offline(as_json: bool, verbose: bool, quiet: bool, ws_routes: tuple[str, ...
     \b
     Example:
       bridge offline
-      aws dynamodb put-item --endpoint-url http://127.0.0.1:8000 --table-name \\
-          local-dynamodb-logs --item '{"pk": {"S": "users#12#stream"}, ...}'
+      # in another terminal, after the export lines it prints:
+      aws dynamodb put-item --endpoint-url http://127.0.0.1:8000 \\
+        --table-name local-dynamodb-logs --item '{"pk": {"S": "users#42#stream"},
+        "sk": {"N": "1"}, "type": {"S": "signup"}, "log": {"S": "users"},
+        "payload": {"M": {"id": {"S": "42"}}}}'
     """
     from bridge.offline.cli_runner import run_offline
 
@@ -368,7 +392,13 @@ def clean(db: Path, dynamodb_endpoint: str | None, stage: str, yes: bool) -> Non
 
 @cli.group()
 def failures() -> None:
-    """Show and re-drive the failure records of subscribers whose retries ran out."""
+    """Show and re-drive the failure records of subscribers whose retries ran out.
+
+    \b
+    Examples:
+      bridge failures list
+      bridge failures retry 3f2a9c1e
+    """
 
 
 @failures.command("list")
@@ -415,6 +445,8 @@ def failures_retry(target: Target, as_json: bool, request_id: str,
 
     if lambda_endpoint_url is None:
         lambda_endpoint_url = target.lambda_endpoint
+    else:
+        check_url("--lambda-endpoint-url", lambda_endpoint_url)
     result = retry_failure(
         target.dynamodb().Table(target.core_table),
         target.client("lambda", endpoint_url=lambda_endpoint_url),
@@ -472,7 +504,7 @@ def synth(stage: str, config: Path | None, outdir: Path, archive_retention_days:
 @click.option("--profile", help="AWS profile to deploy with.")
 @click.option("--region", help="AWS region (default: the profile's).")
 @click.option("--archive-retention-days", type=click.IntRange(min=0), default=90,
-              show_default=True)
+              show_default=True, help="Archive retention; 0 keeps events forever.")
 @click.option("--yes", is_flag=True, help="Approve IAM changes without asking.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stack outputs as JSON.")
 def deploy(stage: str, config: Path | None, profile: str | None, region: str | None,
@@ -525,11 +557,15 @@ def error_line(error: BaseException) -> tuple[str, int]:
     if isinstance(error, EndpointConnectionError):
         url = urlparse(error.kwargs.get("endpoint_url") or "")
         return (f"cannot reach {url.scheme}://{url.netloc}: is `bridge offline` (or your own "
-                "endpoint) running there? Point commands elsewhere with --endpoint-url or the "
-                "AWS_ENDPOINT_URL_* lines `bridge offline` prints"), 1
+                "endpoint) running there? Point commands elsewhere with their endpoint "
+                "option or the AWS_ENDPOINT_URL_* lines `bridge offline` prints"), 1
     if isinstance(error, ClientError):
         code = error.response["Error"]["Code"]
         message = error.response["Error"].get("Message", "")
+        if message.lstrip().startswith("<"):  # an HTML error page, not an AWS error
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", code)
+            return (f"the endpoint failed with HTTP {status} (a region it does not "
+                    "serve? check --region)"), 1
         if code == "ResourceNotFoundException":
             return f"{message or 'table not found'} (create it with `bridge tables create`)", 1
         return f"{code}: {message}", 1
@@ -544,6 +580,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as error:  # one line, like every other error, and where to look
+        where = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
+        click.echo(f"error: {error.format_message()}{where}", err=True)
+        sys.exit(error.exit_code)
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)

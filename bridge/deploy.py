@@ -308,6 +308,14 @@ def _run_cdk(npx: str, account: Account, arguments: list[str]) -> None:
         )
 
 
+def _check_inputs(stage: str, config_path: str | Path | None) -> None:
+    """The user's own mistakes (stage name, subscriptions file) before AWS's."""
+    from bridge.subscriptions import load
+
+    names.check_stage(stage)
+    load(config_path)
+
+
 def deploy(
     stage: str,
     *,
@@ -324,6 +332,7 @@ def deploy(
     ``approve=True`` skips the CLI's confirmation of IAM changes (needed when stdin
     is not a terminal); otherwise the CLI asks when permissions are broadened.
     """
+    _check_inputs(stage, config_path)
     npx, account = _deploy_preflight(stage, profile, region)
     stack = names.stack_name(stage)
     with _assembly(outdir) as assembly, tempfile.TemporaryDirectory() as scratch:
@@ -352,6 +361,7 @@ def destroy(
     Tables deployed with ``retain_data`` (the default) stay, with their data: the log
     is the source of truth. Delete them with ``aws dynamodb delete-table`` if meant.
     """
+    _check_inputs(stage, config_path)
     npx, account = _preflight(stage, profile, region)
     stack = names.stack_name(stage)
     with _assembly(outdir) as assembly:

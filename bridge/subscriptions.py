@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bridge
-from bridge.core.errors import BridgeError
+from bridge.core.errors import BridgeError, ValidationError
 from bridge.core.subscriptions import (
     FunctionSpec,
     Subscriptions,
@@ -83,7 +83,7 @@ def load(path: str | Path | None = None) -> Subscriptions:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise BridgeError(f"{file}: no such subscriptions file") from None
+        raise ValidationError(f"{file}: no such subscriptions file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise BridgeError(f"{file}: cannot read the subscriptions file: {error}") from None
     subs = parse(text, source=str(file))

@@ -20,9 +20,11 @@ LOCAL_ENV = {
 
 
 class OfflineProcess:
-    def __init__(self, cwd: Path, *args: str, ports: dict[str, int] | None = None) -> None:
+    def __init__(self, cwd: Path, *args: str, ports: dict[str, int] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.cwd = cwd
         self.args = args
+        self.env = {**os.environ, **LOCAL_ENV, **(env or {})}
         self.ports = ports or {
             "dynamodb": free_port(), "events": free_port(), "ws": free_port(),
         }
@@ -42,7 +44,7 @@ class OfflineProcess:
              "--events-port", str(self.ports["events"]),
              "--ws-port", str(self.ports["ws"]), *self.args],
             cwd=self.cwd, stdout=subprocess.PIPE, stderr=self.log.open("a"), text=True,
-            env={**os.environ, **LOCAL_ENV},
+            env=self.env,
         )
         line = self.process.stdout.readline()
         if not line:

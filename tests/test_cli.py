@@ -120,6 +120,12 @@ def test_missing_table_and_unreachable_endpoint_are_one_line(moto_url, free_tcp_
     assert down.returncode == 1
     assert down.stderr.startswith("error: cannot reach http://127.0.0.1:")
     assert "Traceback" not in down.stderr
+    # moto answers an unknown region with an HTML error page: one line, not the page.
+    odd = run("query", "users", "--endpoint-url", moto_url, "--region", "mars-1",
+              env={"AWS_MAX_ATTEMPTS": "1"})
+    assert odd.returncode == 1
+    assert odd.stderr.strip() == ("error: the endpoint failed with HTTP 500 (a region it does "
+                                  "not serve? check --region)")
 
 
 @pytest.fixture
@@ -173,6 +179,13 @@ def test_stored_text_that_looks_like_markup_is_shown_as_written(where, store):
     ("offline", "--dynamodb-endpoint", "ftp://x"),
     ("append", "users", "1", "t", "--payload", '{"id": "1", "n": 1e300}',
      "--endpoint-url", "http://127.0.0.1:9"),
+    ("append", "users", "1"),  # click's own errors are one line too
+    ("offline", "--dynamodb-port", "99999"),
+    ("offline", "--batch-window", "-1"),
+    ("failures", "retry", "3f", "--lambda-endpoint-url", "bogus"),
+    ("tables", "create", "--stage", "bad stage!"),
+    ("deploy", "--stage", "dev", "--config", "missing.toml"),  # before any AWS question
+    ("offline", "--config", "missing.toml"),
 ])
 def test_more_bad_input_is_one_line_exit_2(args):
     result = run(*args)

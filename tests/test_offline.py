@@ -205,7 +205,24 @@ def test_port_in_use_is_one_line(tmp_path):
         assert result.stderr.strip() == (
             f"error: port {running.ports['dynamodb']} on 127.0.0.1 is already in use; "
             "pick another with --dynamodb-port")
+        # The failed start left nothing: no database, no lock to warn about next time.
+        assert not (tmp_path / "other.db").exists()
+        assert not (tmp_path / "other.db.lock").exists()
         running.stop()
+
+
+@pytest.mark.parametrize(("args", "code", "line"), [
+    (["--host", "no-such-host.invalid"], 1, "error: --host no-such-host.invalid: "),
+    (["--ws-route", "$default=no_such_module.handler"], 2,
+     "error: --ws-route $default=no_such_module.handler: module 'no_such_module' not found"),
+])
+def test_a_start_refused_is_one_line_and_leaves_nothing(tmp_path, args, code, line):
+    result = subprocess.run([str(BRIDGE), "offline", *free_ports(), *args], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == code
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(line), result.stderr
+    assert list(tmp_path.iterdir()) == []  # no database, no lock
 
 
 @pytest.mark.slow
@@ -515,6 +532,21 @@ def test_without_autosave_nothing_is_saved_before_a_clean_stop(tmp_path):
         time.sleep(4.5)
         assert saved_items(db, table) == 0
         assert offline.stop()["saved_tables"][table] == 1
+
+
+def test_offline_takes_the_region_the_other_commands_take(tmp_path):
+    """With AWS_REGION set, `bridge append` and `bridge offline` meet in that region."""
+    region = {"AWS_REGION": "eu-west-1"}
+    with OfflineProcess(tmp_path, "--autosave", "0", env=region) as offline:
+        assert offline.started["exports"]["AWS_DEFAULT_REGION"] == "eu-west-1"
+        appended = subprocess.run(
+            [str(BRIDGE), "append", "orders", "o1", "placed", "--payload", '{"id": "o1"}',
+             "--endpoint-url", offline.dynamodb_url],
+            capture_output=True, text=True, timeout=60, env=offline.env)
+        assert appended.returncode == 0, appended.stderr
+        assert wait_for(lambda: count(tmp_path / "db") == 1)  # published from eu-west-1
+        stopped = offline.stop()
+    assert stopped["saved_tables"]["local-dynamodb-logs"] == 1
 
 
 def test_closing_the_terminal_stops_as_cleanly_as_ctrl_c(tmp_path):

@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-from bridge.core.errors import BridgeError
+from bridge.core.errors import BridgeError, ValidationError
 from bridge.offline.cloud import LocalCloud, OfflineOptions
-from bridge.offline.state import DatabaseLock
+from bridge.offline.state import DatabaseLock, database_files
 
 
 def run_offline(options: dict[str, Any], routes: dict[str, str], *, as_json: bool,
@@ -26,9 +26,25 @@ def run_offline(options: dict[str, Any], routes: dict[str, str], *, as_json: boo
 
     configure_logging(verbosity)
     subscriptions = load(options.pop("config"))
-    cloud = LocalCloud(OfflineOptions(**options, ws_routes=routes), subscriptions,
-                       project_root(subscriptions))
+    root = project_root(subscriptions)
+    check_routes(routes, root)
+    cloud = LocalCloud(OfflineOptions(**options, ws_routes=routes), subscriptions, root)
     asyncio.run(_serve(cloud, as_json))
+
+
+def check_routes(routes: dict[str, str], root: Path) -> None:
+    """Refuse, before anything starts, a --ws-route whose handler module isn't there."""
+    from bridge.core.subscriptions import FunctionSpec
+    from bridge.subscriptions import find_handler
+
+    for route, handler in routes.items():
+        module, dot, function = handler.rpartition(".")
+        if not dot or not module or not function:
+            raise ValidationError(f"--ws-route {route}={handler}: expected module.function")
+        spec = FunctionSpec(name="route", handler=handler, pattern=None)
+        if find_handler(spec, root) is None:
+            raise ValidationError(f"--ws-route {route}={handler}: module {module!r} not found "
+                                  f"(looked in {root} and sys.path)")
 
 
 def configure_logging(verbosity: int) -> None:
@@ -54,7 +70,7 @@ async def _serve(cloud: LocalCloud, as_json: bool) -> None:
 
     def on_signal() -> None:
         if stop.is_set():  # a second Ctrl-C: the user does not want to wait
-            click.echo("stopping now: writes since the last clean stop are not saved", err=True)
+            _say("stopping now: writes since the last save are lost", err=True)
             os._exit(130)
         stop.set()
 
@@ -91,7 +107,9 @@ def _say(text: str, err: bool = False) -> None:
 
 def _print_started(cloud: LocalCloud, as_json: bool) -> None:
     o = cloud.options
-    exports = cloud.endpoint_variables()
+    # Any key works locally; set one so the SDKs never go looking for a real account.
+    exports = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+               **cloud.endpoint_variables()}
     if as_json:
         click.echo(json.dumps({
             "dynamodb": cloud.dynamodb_url, "events": cloud.events_url, "websocket": cloud.ws_url,
@@ -112,7 +130,6 @@ def _print_started(cloud: LocalCloud, as_json: bool) -> None:
                + (", $connect needs SigV4 with key local/local" if o.iam_auth else "") + ")\n"
                f"  archive      {o.db} (SQLite, table events)\n"
                "Point the AWS CLI and SDKs at it:")
-    click.echo("  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local")
     for name, value in exports.items():
         click.echo(f"  export {name}={value}")
     sys.stdout.flush()
@@ -141,10 +158,6 @@ def _describe(db: Path) -> list[str]:
     return lines
 
 
-def _files(db: Path) -> list[Path]:
-    return [p for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
-
-
 def clean_local_data(db: Path, yes: bool, target: Any = None) -> None:
     """Say what will go, ask (unless ``yes``), then remove it."""
     tables = _endpoint_tables(target) if target else []
@@ -169,7 +182,7 @@ def _clean(db: Path, yes: bool, target: Any, tables: list[str]) -> None:
                 f"{db} is not a bridge database ({error}); remove it by hand"
             ) from None
         click.echo(f"{db} holds: " + ("; ".join(contents) if contents else "no data"))
-    files = _files(db)  # after reading: a WAL reader may have created -wal/-shm
+    files = database_files(db)  # after reading: a WAL reader may have created -wal/-shm
     if tables:
         click.echo(f"{target.dynamodb_endpoint} holds: " + ", ".join(tables))
     if not yes:

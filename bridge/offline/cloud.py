@@ -35,6 +35,7 @@ from bridge.offline.state import (
     DatabaseLock,
     check_database,
     read_tables,
+    remove_database,
     restore_tables,
     save_tables,
     write_snapshot,
@@ -147,6 +148,7 @@ class LocalCloud:
         from bridge.store import create_tables
 
         o = self.options
+        new_database = not Path(o.db).exists()
         await asyncio.to_thread(check_database, o.db)
         lock = DatabaseLock(o.db).acquire()
         self._cleanups.append(lock.release)
@@ -154,15 +156,15 @@ class LocalCloud:
             log.warning("the last `bridge offline` on %s did not stop cleanly (killed?): its "
                         "tables are as it last saved them (at a quiet moment or a clean stop)",
                         o.db)
-        o.events_port = o.events_port or free_port(o.host)
-        o.ws_port = o.ws_port or free_port(o.host)
-        ports = [(o.events_port, "--events-port"), (o.ws_port, "--ws-port")]
-        if not o.dynamodb_endpoint and o.dynamodb_port:
-            ports.append((o.dynamodb_port, "--dynamodb-port"))
-        grace = 5.0 if lock.stale else 0.0  # a crashed run's ports may still be closing
-        for port, option in ports:  # all refused up front, each naming its option
-            await asyncio.to_thread(wait_port_free, o.host, port, option, grace)
         try:
+            o.events_port = o.events_port or free_port(o.host)
+            o.ws_port = o.ws_port or free_port(o.host)
+            ports = [(o.events_port, "--events-port"), (o.ws_port, "--ws-port")]
+            if not o.dynamodb_endpoint and o.dynamodb_port:
+                ports.append((o.dynamodb_port, "--dynamodb-port"))
+            grace = 5.0 if lock.stale else 0.0  # a crashed run's ports may still be closing
+            for port, option in ports:  # all refused up front, each naming its option
+                await asyncio.to_thread(wait_port_free, o.host, port, option, grace)
             if not o.dynamodb_endpoint:
                 self.embedded = DynamoDBProcess(o.host, o.dynamodb_port, FUNCTIONS_KEY)
                 await asyncio.to_thread(self.embedded.start)
@@ -224,6 +226,8 @@ class LocalCloud:
                 self._cleanups.append(self._stop_autosave)
         except BaseException:
             await self._stop_started()
+            if new_database:  # a start that failed leaves no empty database behind
+                remove_database(o.db)
             raise
 
     def _route_functions(self) -> list[FunctionSpec]:

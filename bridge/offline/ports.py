@@ -23,9 +23,16 @@ def check_port_free(host: str, port: int, option: str = "the port option") -> No
         try:
             probe.bind((host, port))
         except OSError as error:
-            if error.errno in (errno.EADDRINUSE, errno.EACCES):
-                raise in_use(host, port, option) from None
-            raise
+            raise bind_error(host, port, option, error) from None
+
+
+def bind_error(host: str, port: int, option: str, error: OSError) -> BridgeError:
+    """The one line for a port or host that can't be listened on."""
+    if isinstance(error, socket.gaierror):  # a host name that does not resolve
+        return BridgeError(f"--host {host}: {error.strerror}")
+    if error.errno in (errno.EADDRINUSE, errno.EACCES):
+        return in_use(host, port, option)
+    return BridgeError(f"cannot listen on {host}:{port}: {error.strerror or error}")
 
 
 def wait_port_free(host: str, port: int, option: str, timeout: float) -> None:
@@ -44,7 +51,10 @@ def wait_port_free(host: str, port: int, option: str, timeout: float) -> None:
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
+        try:
+            probe.bind((host, 0))
+        except OSError as error:
+            raise bind_error(host, 0, "--host", error) from None
         return probe.getsockname()[1]
 
 
@@ -55,7 +65,5 @@ async def listen(runner: web.AppRunner, host: str, port: int, option: str) -> in
         await site.start()
     except OSError as error:
         await runner.cleanup()
-        if error.errno in (errno.EADDRINUSE, errno.EACCES):
-            raise in_use(host, port, option) from None
-        raise BridgeError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+        raise bind_error(host, port, option, error) from None
     return runner.addresses[0][1]

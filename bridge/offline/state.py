@@ -85,6 +85,16 @@ def check_database(path: str | Path) -> None:
         raise BridgeError(f"{path} cannot be the local database: {error}") from None
 
 
+def database_files(path: str | Path) -> list[Path]:
+    """The database and the WAL files beside it that exist."""
+    return [p for p in (Path(path), Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()]
+
+
+def remove_database(path: str | Path) -> None:
+    for file in database_files(path):
+        file.unlink(missing_ok=True)
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
     # Used from one worker thread at a time (the poller's asyncio.to_thread calls).
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
