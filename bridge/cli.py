@@ -455,8 +455,10 @@ def failures_retry(target: Target, as_json: bool, request_id: str,
     if as_json:
         emit(result)
     else:
-        click.echo(f"re-invoked {result.get('functionName', '')} with request "
-                   f"{result.get('requestId', request_id)}")
+        again = result["retries"]
+        click.echo(f"re-invoked {result['functionName']} with the event of failed request "
+                   f"{result['requestId']} (retry {again}"
+                   + (": it had been retried before)" if again > 1 else ")"))
 
 
 def stack_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -150,6 +150,9 @@ def test_retries_then_on_failure_record_in_the_seed_format(tmp_path):
              "--lambda-endpoint-url", f"http://127.0.0.1:{offline.ports['events']}"],
             capture_output=True, text=True, timeout=60)
         assert retried.returncode == 0, retried.stderr
+        assert retried.stdout.strip() == (
+            "re-invoked dynamodb-logs-local-flaky with the event of failed request "
+            f"{shown['requestId']} (retry 1)")
         assert wait_for(lambda: len(calls_file.read_text().splitlines()) >= 4)
         missing = subprocess.run([str(BRIDGE), "failures", "retry", "nosuchid", *where],
                                  capture_output=True, text=True, timeout=60)
