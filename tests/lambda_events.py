@@ -85,7 +85,9 @@ class RecordingHandler(BaseHTTPRequestHandler):
 
     Subclasses implement ``respond(path, headers, body) -> (status, headers, body)``;
     it runs outside ``server.lock``, so it takes the lock itself to change shared state.
-    The server's ``requests`` list holds ``(path, headers, body)`` per request.
+    The server's ``requests`` list holds ``(path, headers, body)`` per request; an
+    error raised in ``respond`` (a failed assertion) is kept in ``errors`` and fails
+    the test when the server stops.
     """
 
     def do_POST(self) -> None:  # the http.server naming
@@ -93,7 +95,12 @@ class RecordingHandler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         with self.server.lock:  # type: ignore[attr-defined]
             self.server.requests.append((self.path, headers, body))  # type: ignore[attr-defined]
-        status, reply_headers, reply = self.respond(self.path, headers, body)
+        try:
+            status, reply_headers, reply = self.respond(self.path, headers, body)
+        except BaseException as error:  # an assertion in the server thread: fail the test
+            with self.server.lock:  # type: ignore[attr-defined]
+                self.server.errors.append(repr(error))  # type: ignore[attr-defined]
+            status, reply_headers, reply = 500, {}, b'{"message": "test server error"}'
         self.send_response(status)
         for name, value in reply_headers.items():
             self.send_header(name, value)
@@ -120,6 +127,7 @@ def http_server(handler: type[RecordingHandler], **state: Any) -> Iterator[Any]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     server.requests = []  # type: ignore[attr-defined]
+    server.errors = []  # type: ignore[attr-defined]
     server.lock = threading.Lock()  # type: ignore[attr-defined]
     server.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
     for name, value in state.items():
@@ -132,3 +140,4 @@ def http_server(handler: type[RecordingHandler], **state: Any) -> Iterator[Any]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+    assert server.errors == [], server.errors  # what failed inside the server's thread
