@@ -210,11 +210,14 @@ async def test_a_file_locked_by_another_writer_is_waited_out_not_dropped(db: Pat
         await writer.flush()
         blocker = sqlite3.connect(db, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")  # a sqlite3 shell holding the write lock
-        for n in range(1, 101):
-            writer.add(event(n))
-        await asyncio.sleep(archive.BUSY_TIMEOUT_MS / 1000 + 0.5)  # past one busy timeout
-        blocker.execute("COMMIT")
-        blocker.close()
+        try:
+            for n in range(1, 101):
+                writer.add(event(n))
+            await asyncio.sleep(archive.BUSY_TIMEOUT_MS / 1000 + 0.5)  # past one busy timeout
+            assert writer.written == 1  # held back by the lock …
+        finally:
+            blocker.execute("COMMIT")
+            blocker.close()
         await writer.flush()
-        assert (writer.written, writer.failed) == (101, 0)
+        assert (writer.written, writer.failed) == (101, 0)  # … and written once it went
     assert archive.count(db) == 101
