@@ -566,3 +566,45 @@ def test_closing_the_terminal_stops_as_cleanly_as_ctrl_c(tmp_path):
     assert stopped["saved_tables"][table] == 1
     assert stopped["published"] == 1
     assert not (tmp_path / "db.lock").exists()
+
+
+def embedded_dynamodb_pid(port: int) -> int:
+    """The process id of the embedded DynamoDB child serving `port` (read from /proc)."""
+    wanted = ["-m", "bridge.offline.dynamodb", "--host", "127.0.0.1", "--port", str(port)]
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, ValueError):
+            continue
+        if argv[1:1 + len(wanted)] == wanted:
+            return int(entry.name)
+    raise AssertionError(f"no embedded DynamoDB on port {port}")
+
+
+def test_a_dead_embedded_dynamodb_stops_offline_with_one_clear_error(tmp_path):
+    """The child killed under it (the OOM killer, a stray kill): offline says so and ends,
+    rather than polling a dead endpoint forever; what it saved last is kept."""
+    import signal as signals
+
+    from bridge.store import LogStore
+
+    db, table = tmp_path / "db", "local-dynamodb-logs"
+    offline = OfflineProcess(tmp_path, "--autosave", "0.2").start()
+    try:
+        LogStore(dynamodb(offline.dynamodb_url).Table(table)).append(
+            "orders", "o1", "placed", {"id": "o1"})
+        assert wait_for(lambda: saved_items(db, table) == 1)
+        os.kill(embedded_dynamodb_pid(offline.ports["dynamodb"]), signals.SIGKILL)
+        out, _ = offline.process.communicate(timeout=60)  # it ends by itself
+    finally:
+        offline.__exit__()
+    assert offline.process.returncode == 1
+    errors = [line for line in (tmp_path / "offline.log").read_text().splitlines()
+              if line.startswith("error: ")]
+    assert errors == [
+        "error: the embedded DynamoDB exited unexpectedly (killed by signal 9); its tables are "
+        "as last saved in db, restored at the next start"]
+    assert not (tmp_path / "db.lock").exists()  # a clean end of a broken run
+    with OfflineProcess(tmp_path) as again:
+        assert again.started["restored"][table] == 1
+        again.stop()

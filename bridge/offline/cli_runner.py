@@ -80,8 +80,11 @@ async def _serve(cloud: LocalCloud, as_json: bool) -> None:
     await cloud.start()
     try:
         _print_started(cloud, as_json)
-        await stop.wait()
-        if not as_json:
+        asked, broke = (asyncio.ensure_future(e.wait()) for e in (stop, cloud.broken))
+        await asyncio.wait({asked, broke}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (asked, broke):
+            waiter.cancel()
+        if not as_json and not cloud.broken.is_set():
             _say("stopping: publishing what the stream still holds "
                  "(Ctrl-C again to quit at once) …", err=True)
     finally:

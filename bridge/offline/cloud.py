@@ -91,6 +91,8 @@ class LocalCloud:
         self._poll_task: asyncio.Task[None] | None = None
         self._autosave_task: asyncio.Task[None] | None = None
         self._autosave_stop = asyncio.Event()
+        self.broken = asyncio.Event()  # a part died under us: stop, there is no draining
+        self.broken_reason = ""
         self.autosaved = 0  # quiet-moment saves made
         self._cleanups: list[Any] = []  # how to undo what started, in order
 
@@ -170,6 +172,8 @@ class LocalCloud:
                 await asyncio.to_thread(self.embedded.start)
                 self._cleanups.append(self.embedded.stop)
                 self.dynamodb_url = self.embedded.url
+                watch = asyncio.create_task(self._watch_embedded(), name="watch-dynamodb")
+                self._cleanups.append(watch.cancel)
             session = self._session()
             client = session.client("dynamodb", endpoint_url=self.dynamodb_url)
             if self.embedded:
@@ -258,6 +262,17 @@ class LocalCloud:
         await self.gateway.start()
         self._cleanups.append(self.gateway.stop)
 
+    async def _watch_embedded(self) -> None:
+        """Notice the embedded DynamoDB dying (killed, out of memory) and end the run."""
+        assert self.embedded is not None
+        while (status := self.embedded.exit_status()) is None:
+            await asyncio.sleep(0.5)
+        how = f"killed by signal {-status}" if status < 0 else f"exit code {status}"
+        self.broken_reason = (f"the embedded DynamoDB exited unexpectedly ({how}); its tables "
+                              f"are as last saved in {self.options.db}, restored at the next "
+                              "start")
+        self.broken.set()  # stop() reports the reason, once
+
     async def stop(self) -> dict[str, int]:
         """Drain the pipeline, then stop every part; returns what the snapshot saved.
 
@@ -266,6 +281,13 @@ class LocalCloud:
         """
         saved: dict[str, int] = {}
         failure: BaseException | None = None
+        if self.broken.is_set():  # nothing to drain from or save: the endpoint is gone
+            if self._poll_task is not None:
+                self.poller.stop()
+                await asyncio.gather(self._poll_task, return_exceptions=True)
+                self._poll_task = None
+            await self._stop_started()
+            raise BridgeError(self.broken_reason)
         try:
             await self._stop_autosave()  # before draining: no save may follow the final one
             if self._poll_task is not None:

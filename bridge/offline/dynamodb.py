@@ -221,6 +221,10 @@ class DynamoDBProcess:
         for line in self._process.stderr:
             log.debug("%s", line.rstrip())
 
+    def exit_status(self) -> int | None:
+        """The child's exit code (negative: the signal) once it has ended, else None."""
+        return self._process.poll() if self._process is not None else None
+
     def open_writes(self) -> None:
         self._control(OPEN_WRITES_PATH, timeout=10)
 

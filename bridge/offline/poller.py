@@ -114,6 +114,7 @@ class StreamPoller:
         # When the last pass that found nothing to publish began: everything written
         # before then has been published.
         self.caught_up_at = 0.0
+        self._last_warning, self._last_warned = "", 0.0
 
     async def run(self) -> None:
         """Poll until ``stop()``; back off while idle."""
@@ -123,7 +124,7 @@ class StreamPoller:
             try:
                 handled = await self.poll_once()
             except Exception as error:  # noqa: BLE001 - the endpoint may restart; keep going
-                log.warning("stream poll failed: %s", error)
+                self._warn(f"stream poll failed: {error}")
                 handled = 0
                 idle = self.max_idle
             else:
@@ -135,6 +136,15 @@ class StreamPoller:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), idle)
             idle = min(self.max_idle, idle * 2)
+
+    def _warn(self, message: str) -> None:
+        """A warning, but the same one at most every 30 s: polls fail 10 times a second."""
+        now = time.monotonic()
+        if message != self._last_warning or now - self._last_warned > 30:
+            log.warning("%s", message)
+            self._last_warning, self._last_warned = message, now
+        else:
+            log.debug("%s", message)
 
     def stop(self) -> None:
         self._stop.set()
