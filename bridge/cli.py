@@ -576,12 +576,19 @@ def error_line(error: BaseException) -> tuple[str, int]:
     raise error
 
 
+# click ≥ 8.2 raises this for a group called without arguments (older ones exit 0).
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="bridge", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except NO_ARGS_IS_HELP as error:  # `bridge` alone: the help, as is
+        error.show()
+        sys.exit(error.exit_code)
     except click.UsageError as error:  # one line, like every other error, and where to look
         where = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
         click.echo(f"error: {error.format_message()}{where}", err=True)

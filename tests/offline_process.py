@@ -19,12 +19,17 @@ LOCAL_ENV = {
 }
 
 
+def _ignore_hangup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 class OfflineProcess:
     def __init__(self, cwd: Path, *args: str, ports: dict[str, int] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, ignore_hangup: bool = False) -> None:
         self.cwd = cwd
         self.args = args
         self.env = {**os.environ, **LOCAL_ENV, **(env or {})}
+        self.ignore_hangup = ignore_hangup  # started as `nohup` starts it
         self.ports = ports or {
             "dynamodb": free_port(), "events": free_port(), "ws": free_port(),
         }
@@ -45,6 +50,7 @@ class OfflineProcess:
              "--ws-port", str(self.ports["ws"]), *self.args],
             cwd=self.cwd, stdout=subprocess.PIPE, stderr=self.log.open("a"), text=True,
             env=self.env,
+            preexec_fn=_ignore_hangup if self.ignore_hangup else None,
         )
         line = self.process.stdout.readline()
         if not line:

@@ -538,6 +538,17 @@ def test_without_autosave_nothing_is_saved_before_a_clean_stop(tmp_path):
         assert offline.stop()["saved_tables"][table] == 1
 
 
+def test_under_nohup_a_hangup_does_not_stop_it(tmp_path):
+    import signal as signals
+
+    with OfflineProcess(tmp_path, "--autosave", "0", ignore_hangup=True) as offline:
+        offline.process.send_signal(signals.SIGHUP)
+        with pytest.raises(subprocess.TimeoutExpired):
+            offline.process.wait(timeout=2)  # still running, as nohup asked …
+        stopped = offline.stop()  # … and Ctrl-C still stops it cleanly
+    assert stopped["published"] == 0
+
+
 def test_offline_takes_the_region_the_other_commands_take(tmp_path):
     """With AWS_REGION set, `bridge append` and `bridge offline` meet in that region."""
     region = {"AWS_REGION": "eu-west-1"}

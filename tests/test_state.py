@@ -80,3 +80,19 @@ def test_embedded_endpoint_refuses_writes_when_closed_but_serves_streams(tmp_pat
             store.append("users", "g", "t", {"id": "g"})
         streams = target.session().client("dynamodbstreams", endpoint_url=server.url)
         assert streams.list_streams()["Streams"]
+
+
+def test_a_table_read_stops_when_halted(moto_url, target):
+    """The autosave's scan, asked to stop (a clean stop began), gives up at the next page."""
+    import threading
+
+    from bridge.offline.state import ReadHalted, read_tables
+
+    create_tables(target.dynamodb(), target.log_table, target.core_table)
+    client = target.session().client("dynamodb", endpoint_url=moto_url)
+    halt = threading.Event()
+    names = {name for name, _, _ in read_tables(client, halt)}
+    assert {target.log_table, target.core_table} <= names  # not halted: reads every table
+    halt.set()
+    with pytest.raises(ReadHalted):
+        read_tables(client, halt)

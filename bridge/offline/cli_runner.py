@@ -74,8 +74,12 @@ async def _serve(cloud: LocalCloud, as_json: bool) -> None:
             os._exit(130)
         stop.set()
 
-    # SIGHUP: the terminal was closed — stop as cleanly as on Ctrl-C.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    # SIGHUP: the terminal was closed — stop as cleanly as on Ctrl-C; unless it is
+    # ignored already (`nohup bridge offline &`): then keep running, as asked.
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signals.append(signal.SIGHUP)
+    for sig in signals:
         loop.add_signal_handler(sig, on_signal)
     await cloud.start()
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from bridge.offline.ports import free_port, wait_port_free
 from bridge.offline.state import (
     Checkpoints,
     DatabaseLock,
+    ReadHalted,
     check_database,
     read_tables,
     remove_database,
@@ -91,10 +93,12 @@ class LocalCloud:
         self._poll_task: asyncio.Task[None] | None = None
         self._autosave_task: asyncio.Task[None] | None = None
         self._autosave_stop = asyncio.Event()
+        self._autosave_halt = threading.Event()  # the same, seen from the scanning thread
         self.broken = asyncio.Event()  # a part died under us: stop, there is no draining
         self.broken_reason = ""
         self.autosaved = 0  # quiet-moment saves made
         self._cleanups: list[Any] = []  # how to undo what started, in order
+        self._lock: DatabaseLock | None = None  # released last, once all else has stopped
 
     # ------------------------------------------------------------------ endpoints
 
@@ -152,8 +156,7 @@ class LocalCloud:
         o = self.options
         new_database = not Path(o.db).exists()
         await asyncio.to_thread(check_database, o.db)
-        lock = DatabaseLock(o.db).acquire()
-        self._cleanups.append(lock.release)
+        lock = self._lock = DatabaseLock(o.db).acquire()
         if lock.stale:
             log.warning("the last `bridge offline` on %s did not stop cleanly (killed?): its "
                         "tables are as it last saved them (at a quiet moment or a clean stop)",
@@ -182,6 +185,9 @@ class LocalCloud:
             await asyncio.to_thread(create_tables, dynamodb, log_table_name(o.stage),
                                     core_table_name(o.stage))
             if self.embedded:  # restored, streams on: clients may write now
+                # What is there now is what was restored: the first write of a client
+                # (even one waiting at the door) counts as a change to save.
+                writes_before_clients = (await asyncio.to_thread(self.embedded.write_counts))[0]
                 await asyncio.to_thread(self.embedded.open_writes)
 
             self.archive = await ArchiveWriter(o.db).start()
@@ -225,13 +231,14 @@ class LocalCloud:
             )
             self._poll_task = asyncio.create_task(self.poller.run(), name="stream-poller")
             if self.embedded and o.autosave > 0:
-                self._autosave_task = asyncio.create_task(self._autosave(o.autosave),
-                                                          name="autosave")
+                self._autosave_task = asyncio.create_task(
+                    self._autosave(o.autosave, writes_before_clients), name="autosave")
                 self._cleanups.append(self._stop_autosave)
         except BaseException:
             await self._stop_started()
             if new_database:  # a start that failed leaves no empty database behind
-                remove_database(o.db)
+                remove_database(o.db)  # (still under the lock: no other run is using it)
+            lock.release()
             raise
 
     def _route_functions(self) -> list[FunctionSpec]:
@@ -287,6 +294,7 @@ class LocalCloud:
                 await asyncio.gather(self._poll_task, return_exceptions=True)
                 self._poll_task = None
             await self._stop_started()
+            self._release_lock()
             raise BridgeError(self.broken_reason)
         try:
             await self._stop_autosave()  # before draining: no save may follow the final one
@@ -302,6 +310,7 @@ class LocalCloud:
         finally:
             self._poll_task = None
             await self._stop_started()
+            self._release_lock()
         if failure is not None:
             raise BridgeError(f"bridge offline stopped with an error: {failure}") from None
         return saved
@@ -326,34 +335,42 @@ class LocalCloud:
         log.info("pipeline drained: %d stream records published in all",
                  self.poller.published)
 
-    async def _autosave(self, interval: float) -> None:
+    async def _autosave(self, interval: float, saved: int) -> None:
         """Save the tables whenever the endpoint has been quiet for ``interval`` seconds.
 
-        A saved item must have had its event published: after a crash the tables are
-        restored with their streams off, so an unpublished item in the snapshot would
-        never be published. Hence a save needs no write running or started since the
-        quiet check, the stream read past the last write, and no function still busy.
+        ``saved`` counts the writes the stored snapshot already holds. A saved item
+        must have had its event published: after a crash the tables are restored with
+        their streams off, so an unpublished item in the snapshot would never be
+        published. Hence a save needs no write running or started since the quiet
+        check, the stream read past the last write, and no function still busy.
+        A scan spoilt by a write doubles the quiet time asked for next (up to a
+        minute), so big tables under sparse writes are not scanned over and over.
         """
         assert self.embedded is not None
-        saved = last = (await asyncio.to_thread(self.embedded.write_counts))[0]
-        while not await self._autosave_stopping(interval):
+        interval = wait = max(interval, 0.1)
+        last = saved
+        while not await self._autosave_stopping(wait):
             try:
                 writes, writing = await asyncio.to_thread(self.embedded.write_counts)
                 quiet = writes == last and not writing
                 last = writes
                 if writes == saved or not quiet or not await self._settled(time.monotonic()):
                     continue
-                snapshot = await asyncio.to_thread(read_tables, self._dynamodb_client())
+                snapshot = await asyncio.to_thread(
+                    read_tables, self._dynamodb_client(), self._autosave_halt)
                 if (await asyncio.to_thread(self.embedded.write_counts))[0] != writes:
-                    continue  # written to while read: try again at the next quiet moment
+                    wait = min(wait * 2, 60.0)  # written to while read: wait for a longer lull
+                    continue
                 if self._autosave_stop.is_set():
                     return  # the clean stop saves after draining; this one would be older
                 await self.archive.flush()
                 counts = await asyncio.to_thread(write_snapshot, self.options.db, snapshot)
+            except ReadHalted:
+                return  # stopping: the clean stop makes the final save
             except Exception as error:  # noqa: BLE001 - the clean stop still saves
                 log.warning("saving the tables in a quiet moment failed: %s", error)
                 continue
-            saved = writes
+            saved, wait = writes, interval
             self.autosaved += 1
             log.info("tables saved: %d items in %d tables", sum(counts.values()), len(counts))
 
@@ -372,8 +389,10 @@ class LocalCloud:
         return False
 
     async def _stop_autosave(self) -> None:
-        """Let a save under way finish (its threads can't be cancelled), then end."""
+        """End the autosave: a scan under way stops at its next page (threads can't be
+        cancelled, so it is asked to), a snapshot being written is finished."""
         self._autosave_stop.set()
+        self._autosave_halt.set()
         if self._autosave_task is not None:
             await asyncio.gather(self._autosave_task, return_exceptions=True)
             self._autosave_task = None
@@ -383,6 +402,11 @@ class LocalCloud:
 
     async def _save_tables(self) -> dict[str, int]:
         return await asyncio.to_thread(save_tables, self._dynamodb_client(), self.options.db)
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     async def _stop_started(self) -> None:
         """Undo every start step, newest first; one failing step doesn't skip the rest."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -199,13 +200,22 @@ def save_tables(client: Any, path: str | Path) -> dict[str, int]:
     return write_snapshot(path, read_tables(client))
 
 
-def read_tables(client: Any) -> Snapshot:
-    """Every table of the endpoint: its definition and all its items."""
+class ReadHalted(Exception):
+    """:func:`read_tables` was asked to stop before it was done."""
+
+
+def read_tables(client: Any, halt: threading.Event | None = None) -> Snapshot:
+    """Every table of the endpoint: its definition and all its items.
+
+    ``halt`` set from another thread stops the scan at the next page (ReadHalted).
+    """
     snapshot: Snapshot = []
     for name in client.get_paginator("list_tables").paginate().build_full_result()["TableNames"]:
         description = client.describe_table(TableName=name)["Table"]
         items = []
         for page in client.get_paginator("scan").paginate(TableName=name, ConsistentRead=True):
+            if halt is not None and halt.is_set():
+                raise ReadHalted
             items.extend(page.get("Items", []))
         snapshot.append((name, _definition(description), items))
     return snapshot
