@@ -7,25 +7,34 @@ the Lambda Invoke REST API of a small server of our own, standing in for AWS.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
-from lambda_events import RecordingHandler, aws_environment, http_server, session, unique
+from lambda_events import aws_environment, session, unique
 
 from bridge.core.errors import BridgeError
 from bridge.core.events import entry_for, envelope
 from bridge.core.failure import error_payload, failure_record, format_timestamp, function_name
 from bridge.core.log import LogItem
+from bridge.core.subscriptions import FunctionSpec
 from bridge.failures import get_failure, list_failures, retry_failure
 from bridge.lambdas import failures as recorder
 from bridge.lambdas import users_projection
+from bridge.offline.bus import Bus
+from bridge.offline.events_api import EventsServer
+from bridge.offline.runtime import FunctionRuntime
 from bridge.store import LogStore, create_tables
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # The seed's failure payload, as the seed shows it (placeholders in angle brackets).
 SEED_RECORD: dict[str, Any] = {
@@ -267,26 +276,32 @@ def test_list_failures_returns_every_page_oldest_first(core: Any) -> None:
     assert by_id["r2"].to_json()["record"]["requestContext"]["requestId"] == "r2"
 
 
-class FakeLambda(RecordingHandler):
-    """Lambda's Invoke API (REST JSON) for the functions in ``server.functions``."""
-
-    def respond(self, path: str, headers: dict[str, str], body: bytes):  # type: ignore[override]
-        match = re.fullmatch(r"/2015-03-31/functions/([^/]+)/invocations", path)
-        name = unquote(match.group(1)) if match else ""
-        if name not in self.server.functions:  # type: ignore[attr-defined]
-            error = {"Type": "User", "message": f"Function not found: {name}"}
-            return (
-                404,
-                {
-                    "Content-Type": "application/json",
-                    "x-amzn-ErrorType": "ResourceNotFoundException",
-                },
-                json.dumps(error).encode(),
-            )
-        return 202, {"x-amzn-RequestId": str(uuid.uuid4())}, b""
+@contextlib.asynccontextmanager
+async def local_lambda(records: Path) -> AsyncIterator[tuple[Any, FunctionRuntime]]:
+    """The Lambda Invoke API of `bridge offline` (its own server and runtime), serving
+    ``dynamodb-logs-test-users``: a handler that writes each event it gets to ``records``."""
+    users = FunctionSpec(name="users", handler="tests.handlers.runtime_record.handler",
+                         pattern=None, environment={"RECORDS_FILE": str(records)})
+    runtime = FunctionRuntime([users], project_root=ROOT, environment={}, stage="test")
+    await runtime.start()
+    server = await EventsServer(Bus(rules=[], deliver=runtime.invoke_async), runtime,
+                                port=0).start()
+    try:
+        yield session().client("lambda", endpoint_url=server.url), runtime
+    finally:
+        await server.stop()
+        await runtime.stop()
 
 
-def test_a_real_failure_is_recorded_listed_and_retried(core: Any, endpoint: str) -> None:
+def received(records: Path) -> list[dict[str, Any]]:
+    """The events the local function got, in order."""
+    lines = records.read_text().splitlines() if records.exists() else []
+    return [json.loads(line)["event"] for line in lines]
+
+
+async def test_a_real_failure_is_recorded_listed_and_retried(
+    core: Any, endpoint: str, tmp_path: Path
+) -> None:
     # A real handler error: an event whose earlier versions the log does not hold.
     event = users_event(id="u9", version=3)
     with pytest.raises(users_projection.MissingVersionsError) as caught:
@@ -299,14 +314,14 @@ def test_a_real_failure_is_recorded_listed_and_retried(core: Any, endpoint: str)
     assert "lacks version(s) [1, 2]" in failure.error_message
     assert failure.request_payload == event
 
-    with http_server(FakeLambda, functions={"dynamodb-logs-test-users"}) as fake:
-        lambda_client = session().client("lambda", endpoint_url=fake.url)
-        result = retry_failure(core, lambda_client, failure.request_id[:8])  # a unique prefix
+    records = tmp_path / "records"
+    async with local_lambda(records) as (lambda_client, runtime):
+        result = await asyncio.to_thread(  # a unique prefix of the request id is enough
+            retry_failure, core, lambda_client, failure.request_id[:8])
+        await runtime.drain()
 
-    [(path, headers, body)] = fake.requests
-    assert path == "/2015-03-31/functions/dynamodb-logs-test-users/invocations"
-    assert headers["x-amz-invocation-type"] == "Event"
-    assert json.loads(body) == event  # the original event, unchanged
+    [body] = received(records)
+    assert body == event  # the original event, unchanged, run asynchronously (202)
     assert result["requestId"] == failure.request_id and result["statusCode"] == 202
     assert result["status"] == "retried" and result["retries"] == 1
     [after] = list_failures(core)
@@ -321,29 +336,35 @@ def test_a_real_failure_is_recorded_listed_and_retried(core: Any, endpoint: str)
     store = LogStore(logs)
     store.append("users", "u9", "signup", {"id": "u9", "name": "Ann", "email": "a@example.com"})
     store.append("users", "u9", "addPhoneNumber", {"id": "u9", "phoneNumber": "+1 555"})
-    retried = users_projection.handler(json.loads(body), None)
+    retried = users_projection.handler(body, None)
     assert retried == {"status": "applied", "id": "u9", "version": 3, "applied": [1, 2, 3]}
 
 
-def test_retry_errors_are_one_clear_line_and_change_nothing(core: Any) -> None:
+async def test_retry_errors_are_one_clear_line_and_change_nothing(
+    core: Any, tmp_path: Path
+) -> None:
     base = datetime(2024, 7, 1, tzinfo=UTC)
     gone = "arn:aws:lambda:us-east-1:123456789012:function:dynamodb-logs-test-gone"
     recorder.handler(record_for("abc-1", base, gone), None)
     recorder.handler(record_for("abc-2", base + timedelta(seconds=1)), None)
 
-    with http_server(FakeLambda, functions={"dynamodb-logs-test-users"}) as fake:
-        lambda_client = session().client("lambda", endpoint_url=fake.url)
+    records = tmp_path / "records"
+    async with local_lambda(records) as (lambda_client, runtime):
+        def retry(request_id: str) -> dict[str, Any]:
+            return retry_failure(core, lambda_client, request_id)
+
         with pytest.raises(BridgeError) as unknown:
-            retry_failure(core, lambda_client, "no-such-request")
+            await asyncio.to_thread(retry, "no-such-request")
         with pytest.raises(BridgeError, match="ambiguous"):
-            retry_failure(core, lambda_client, "abc")
+            await asyncio.to_thread(retry, "abc")
         with pytest.raises(BridgeError, match="ResourceNotFoundException") as refused:
-            retry_failure(core, lambda_client, "abc-1")
-        assert len(fake.requests) == 1  # only the refused invocation reached Lambda
+            await asyncio.to_thread(retry, "abc-1")  # its function does not exist
+        assert (await asyncio.to_thread(retry, "abc-2"))["retries"] == 1
+        assert (await asyncio.to_thread(retry, "abc-2"))["retries"] == 2
+        await runtime.drain()
 
-        assert retry_failure(core, lambda_client, "abc-2")["retries"] == 1
-        assert retry_failure(core, lambda_client, "abc-2")["retries"] == 2
-
+    # Only abc-2's two retries ran anything; the refused and unknown ones none.
+    assert [event["detail"] for event in received(records)] == [users_event()["detail"]] * 2
     for error in (unknown.value, refused.value):
         assert "\n" not in str(error)
     assert "no-such-request" in str(unknown.value)
