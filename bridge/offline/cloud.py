@@ -238,7 +238,7 @@ class LocalCloud:
             await self._stop_started()
             if new_database:  # a start that failed leaves no empty database behind
                 remove_database(o.db)  # (still under the lock: no other run is using it)
-            lock.release()
+            self._release_lock()
             raise
 
     def _route_functions(self) -> list[FunctionSpec]:
