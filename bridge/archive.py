@@ -69,21 +69,25 @@ def to_iso(value: datetime | str | float | int) -> str:
     offset) and epoch seconds, because events, the CLI and boto3 each carry time
     differently; one form keeps string comparison equal to time comparison.
     """
-    if isinstance(value, datetime):
-        when = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        when = datetime.fromtimestamp(value, UTC)
-    elif isinstance(value, str):
+    given = value
+    if isinstance(value, str):
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
-            when = datetime.fromisoformat(text)
+            value = datetime.fromisoformat(text)
         except ValueError:
             raise BridgeError(f"not an ISO 8601 time: {value!r}") from None
-    else:
-        raise BridgeError(f"not a time: {value!r}")
-    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    try:
+        if isinstance(value, datetime):
+            when = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            when = datetime.fromtimestamp(value, UTC)
+        else:
+            raise BridgeError(f"not a time: {given!r}")
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (OverflowError, ValueError, OSError):  # outside the years datetime can hold
+        raise BridgeError(f"not a time: {given!r}") from None
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 

@@ -159,6 +159,20 @@ def test_per_entry_errors_like_aws(rules: list[Rule]) -> None:
     }
 
 
+def test_a_time_out_of_range_fails_its_entry_only(rules: list[Rule]) -> None:
+    """Not the whole call: entries before it were already delivered, and a retried
+    call would deliver them twice."""
+    deliver = Recorder()
+    bus = Bus(rules=rules, deliver=deliver)
+    bad_times = [1e20, -1e15, "0001-01-01T00:00:00+01:00", "not a time"]
+    results = bus.put_events([entry("orders"), *(entry("orders", Time=t) for t in bad_times),
+                              entry("orders")])
+    assert [r.get("ErrorCode") for r in results] == [None, *["InvalidArgument"] * 4, None]
+    assert all("Time is malformed" in r["ErrorMessage"] for r in results[1:5])
+    assert (bus.accepted, bus.rejected) == (2, 4)
+    assert len(deliver.calls) == 4  # the two good events, each to orders and everything
+
+
 def test_request_limits(rules: list[Rule]) -> None:
     bus = Bus(rules=rules, deliver=Recorder())
     with pytest.raises(EventsError) as too_many:

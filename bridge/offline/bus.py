@@ -239,16 +239,9 @@ def _required(field_name: str) -> dict[str, str]:
 
 
 def _as_time(value: Any) -> datetime | None:
-    """An entry's ``Time``: epoch seconds on the wire (boto3, CLI), a datetime in-process."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
-    if isinstance(value, str):
-        return archive_file.from_iso(archive_file.to_iso(value))
-    raise BridgeError(f"not a time: {value!r}")
+    """An entry's ``Time``: epoch seconds on the wire (boto3, CLI), a datetime in-process;
+    one the archive can't store raises BridgeError."""
+    return None if value is None else archive_file.from_iso(archive_file.to_iso(value))
 
 
 def _request_size(entries: Iterable[dict[str, Any]]) -> int:

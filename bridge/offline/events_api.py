@@ -98,7 +98,7 @@ def _time(params: Params, name: str) -> datetime:
     value = _field(params, name, (int, float, str), required=True)
     try:
         return archive_file.from_iso(archive_file.to_iso(value))
-    except (BridgeError, ValueError, OverflowError, OSError):
+    except BridgeError:
         raise _serialization(f"{name}: not a timestamp: {value!r}") from None
 
 
