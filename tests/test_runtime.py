@@ -399,6 +399,8 @@ async def test_errors_look_like_the_lambda_python_runtime(
 
         numbers = await runtime.invoke("actions", {"action": "decimal"})
         assert numbers.payload == {"count": 3, "ratio": 0.5}  # Decimals marshal as numbers
+        huge = await runtime.invoke("actions", {"action": "infinity"})
+        assert huge.ok and huge.payload == {"huge": float("inf")}  # not a crashed sandbox
 
         def errors_logged() -> list[str]:
             return [

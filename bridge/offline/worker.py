@@ -226,8 +226,8 @@ class Sandbox:
 def _encode_default(value: Any) -> Any:
     """Decimals (what boto3 reads from DynamoDB) are numbers, as Lambda's marshaller has it."""
     if isinstance(value, decimal.Decimal):
-        if value.is_nan():
-            return float("nan")
+        if not value.is_finite():  # NaN, ±Infinity: int() would raise
+            return float(value)
         return int(value) if value == value.to_integral_value() else float(value)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 

@@ -14,6 +14,7 @@ It runs in a worker process of the local runtime, exactly as AWS would run it:
 * ``pid`` — returns the worker's process id (a new one means a new sandbox).
 * ``marshal`` — returns a value JSON cannot encode (a set).
 * ``decimal`` — returns Decimals, as boto3 reads them from DynamoDB.
+* ``infinity`` — returns an infinite Decimal, which has no integer value.
 * ``exit`` — ends the process, as a crashing native extension would.
 * anything else — raises ``ValueError``.
 """
@@ -101,6 +102,8 @@ def handler(event: dict[str, Any], context: Any) -> Any:
         return {"not": {"json"}}
     if action == "decimal":
         return {"count": Decimal("3"), "ratio": Decimal("0.5")}
+    if action == "infinity":
+        return {"huge": Decimal("Infinity")}
     if action == "exit":
         os._exit(3)
     raise ValueError(f"unknown action {action!r}")
