@@ -33,13 +33,15 @@ async def _demo(users: int, seed: int, progress: bool, db: Path) -> dict[str, An
 
     out = Console(quiet=not progress, soft_wrap=True)
     subscriptions = load(None)
-    options = OfflineOptions(dynamodb_port=0, events_port=0, ws_port=0, db=db)
+    options = OfflineOptions(dynamodb_port=0, events_port=0, ws_port=0, db=db,
+                             keep_tables=False)  # all of it goes with the temporary folder
     cloud = LocalCloud(options, subscriptions, project_root(subscriptions))
     await cloud.start()
     try:
         out.print(f"[bold]1.[/] local cloud up: DynamoDB {cloud.dynamodb_url}, "
                   f"EventBridge {cloud.events_url}, WebSocket {cloud.ws_url}")
-        target = Target(stage="local", endpoint_url=cloud.dynamodb_url)
+        target = Target(stage="local", endpoint_url=cloud.dynamodb_url,
+                        region=cloud.options.region)
         result = await asyncio.to_thread(run_generate, target, users, seed, 2, progress)
         out.print(f"[bold]2.[/] wrote {result.events} events for {result.users} users to "
                   f"{target.log_table} ({result.events_per_second:.0f} events/s)")

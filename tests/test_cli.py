@@ -144,8 +144,9 @@ def free_tcp_port() -> int:
     return free_port()
 
 
-def test_demo_runs_the_whole_pipeline():
-    result = run("demo", "--users", "10", "--json")
+@pytest.mark.parametrize("region", [None, "eu-west-1"])  # a shell's AWS_REGION too
+def test_demo_runs_the_whole_pipeline(region):
+    result = run("demo", "--users", "10", "--json", env={"AWS_REGION": region} if region else None)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["users"] == 10

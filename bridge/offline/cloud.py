@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.aws import DEFAULT_REGION
+from bridge.aws import default_region
 from bridge.core.errors import BridgeError
 from bridge.core.events import BUS_NAME
 from bridge.core.names import core_table_name, log_table_name
@@ -70,12 +70,13 @@ class OfflineOptions:
     dynamodb_endpoint: str | None = None  # the user's own (DynamoDB Local) instead of moto
     db: Path = Path("db")
     config: Path | None = None
-    region: str = DEFAULT_REGION
+    region: str = field(default_factory=default_region)  # as every other command
     batch_window: float = 0.0
     idle_timeout: float = 600.0
     max_connection_age: float = 7200.0
     iam_auth: bool = False
     autosave: float = 2.0  # seconds of quiet before the tables are saved; 0: never
+    keep_tables: bool = True  # False: a throwaway cloud (the demo) saves nothing
     ws_routes: dict[str, str] = field(default_factory=dict)  # route key → handler
 
 
@@ -230,7 +231,7 @@ class LocalCloud:
                 batch_window=o.batch_window,
             )
             self._poll_task = asyncio.create_task(self.poller.run(), name="stream-poller")
-            if self.embedded and o.autosave > 0:
+            if self.embedded and o.keep_tables and o.autosave > 0:
                 self._autosave_task = asyncio.create_task(
                     self._autosave(o.autosave, writes_before_clients), name="autosave")
                 self._cleanups.append(self._stop_autosave)
@@ -300,7 +301,7 @@ class LocalCloud:
             await self._stop_autosave()  # before draining: no save may follow the final one
             if self._poll_task is not None:
                 await self._drain()
-                if self.embedded:
+                if self.embedded and self.options.keep_tables:
                     await self.archive.close()  # flushed before the snapshot is taken
                     log.info("saving the tables into %s …", self.options.db)
                     saved = await self._save_tables()
