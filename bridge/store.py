@@ -105,23 +105,27 @@ class LogStore:
             else:
                 raise BridgeError(f"DynamoDB left items unprocessed after {MAX_RACE_RETRIES} tries")
 
-    def existing(self, pks: list[str]) -> set[str]:
-        """Which of these streams have a version 1 (BatchGetItem, 100 keys a call)."""
+    def existing(self, keys: list[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Which of these ``(pk, version)`` items exist (BatchGetItem, 100 keys a call).
+        Raises when DynamoDB keeps leaving keys unprocessed: "absent" would be a guess."""
         client = self.table.meta.client
-        found: set[str] = set()
-        for start in range(0, len(pks), 100):
+        found: set[tuple[str, int]] = set()
+        for start in range(0, len(keys), 100):
             pending: dict[str, Any] = {self.table.name: {
-                "Keys": [{"pk": pk, "sk": 1} for pk in pks[start : start + 100]],
-                "ProjectionExpression": "pk",
+                "Keys": [{"pk": pk, "sk": version} for pk, version in keys[start : start + 100]],
+                "ProjectionExpression": "pk, sk",
                 "ConsistentRead": True,
             }}
             for attempt in range(MAX_RACE_RETRIES):
                 response = client.batch_get_item(RequestItems=pending)
-                found.update(i["pk"] for i in response["Responses"].get(self.table.name, []))
+                found.update((i["pk"], int(i["sk"]))
+                             for i in response["Responses"].get(self.table.name, []))
                 pending = response.get("UnprocessedKeys") or {}
                 if not pending:
                     break
                 time.sleep(min(1.0, 0.01 * 2**attempt))
+            else:
+                raise BridgeError(f"DynamoDB left keys unread after {MAX_RACE_RETRIES} tries")
         return found
 
     def _exists(self, pk: str, version: int) -> bool:

@@ -222,3 +222,15 @@ def test_generate_again_with_the_same_seed_writes_nothing_twice(where, store):
     assert all(item in after for item in raw)  # the first run's items untouched
     text = run("generate", "--users", "5", "--seed", "3", *where)
     assert "left 5 users alone: they exist already" in text.stdout
+
+
+def test_generate_finishes_users_an_interrupted_run_left_part_written(where, store):
+    run("generate", "--users", "3", "--seed", "9", *where)
+    [id, *_] = store.ids("users")
+    for version in (3, 4):  # as if the run had stopped after its second wave
+        store.table.delete_item(Key={"pk": f"users#{id}#stream", "sk": version})
+    kept = {(i.version, i.type) for i in store.read("users", id)}
+    again = json.loads(run("generate", "--users", "3", "--seed", "9", "--json", *where).stdout)
+    assert (again["users"], again["events"], again["skipped_users"]) == (1, 2, 2)
+    assert store.versions("users", id) == [1, 2, 3, 4]
+    assert kept <= {(i.version, i.type) for i in store.read("users", id)}
