@@ -30,6 +30,7 @@ from rich.table import Table
 
 from bridge.aws import Target, default_region, is_loopback
 from bridge.core.errors import BridgeError, ValidationError
+from bridge.core.names import check_stage
 
 console = Console(stderr=True)
 
@@ -47,6 +48,7 @@ def aws_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
     @functools.wraps(command)
     def wrapper(stage, endpoint_url, region, profile, as_json, **kwargs):
+        check_stage(stage)  # before anything is named after it, or asks AWS
         if endpoint_url is not None:
             check_url("--endpoint-url", endpoint_url)
         target = Target(stage=stage, endpoint_url=endpoint_url, region=region, profile=profile)
@@ -113,10 +115,8 @@ def tables_create(target: Target, as_json: bool) -> None:
     Example:
       bridge tables create --endpoint-url http://127.0.0.1:8000
     """
-    from bridge.core.names import check_stage
     from bridge.store import create_tables
 
-    check_stage(target.stage)
     if not target.local_endpoint:
         # In AWS the tables belong to the stack (`bridge deploy`); made here, they would
         # block that deploy with "already exists".

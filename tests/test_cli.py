@@ -194,6 +194,7 @@ def test_stored_text_that_looks_like_markup_is_shown_as_written(where, store):
     ("offline", "--batch-window", "-1"),
     ("failures", "retry", "3f", "--lambda-endpoint-url", "bogus"),
     ("tables", "create", "--stage", "bad stage!"),
+    ("query", "users", "--stage", "a b"),  # the stage, not "no credentials"
     ("deploy", "--stage", "dev", "--config", "missing.toml"),  # before any AWS question
     ("offline", "--config", "missing.toml"),
 ])

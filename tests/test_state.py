@@ -96,3 +96,11 @@ def test_a_table_read_stops_when_halted(moto_url, target):
     halt.set()
     with pytest.raises(ReadHalted):
         read_tables(client, halt)
+
+
+def test_a_lock_in_a_missing_folder_is_one_line(tmp_path):
+    from bridge.core.errors import BridgeError
+    from bridge.offline.state import DatabaseLock
+
+    with pytest.raises(BridgeError, match=r"^cannot use .*db\.lock: No such file"):
+        DatabaseLock(tmp_path / "missing" / "db").acquire()

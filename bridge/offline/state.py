@@ -57,7 +57,10 @@ class DatabaseLock:
 
         # The file outlives only a run that never stopped cleanly (release removes it).
         self.stale = self.path.exists()
-        handle = self.path.open("a+")
+        try:
+            handle = self.path.open("a+")
+        except OSError as error:  # a missing or read-only folder
+            raise BridgeError(f"cannot use {self.path}: {error.strerror or error}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
