@@ -289,17 +289,10 @@ class LocalCloud:
         """
         saved: dict[str, int] = {}
         failure: BaseException | None = None
-        if self.broken.is_set():  # nothing to drain from or save: the endpoint is gone
-            if self._poll_task is not None:
-                self.poller.stop()
-                await asyncio.gather(self._poll_task, return_exceptions=True)
-                self._poll_task = None
-            await self._stop_started()
-            self._release_lock()
-            raise BridgeError(self.broken_reason)
         try:
             await self._stop_autosave()  # before draining: no save may follow the final one
-            if self._poll_task is not None:
+            # Broken: nothing to drain from or save, the endpoint is gone.
+            if self._poll_task is not None and not self.broken.is_set():
                 await self._drain()
                 if self.embedded and self.options.keep_tables:
                     await self.archive.close()  # flushed before the snapshot is taken
@@ -309,9 +302,14 @@ class LocalCloud:
             failure = error
             log.error("stopping: %s", error)
         finally:
-            self._poll_task = None
+            if self._poll_task is not None:  # still running if draining failed early
+                self.poller.stop()
+                await asyncio.gather(self._poll_task, return_exceptions=True)
+                self._poll_task = None
             await self._stop_started()
             self._release_lock()
+        if self.broken.is_set():
+            raise BridgeError(self.broken_reason)
         if failure is not None:
             raise BridgeError(f"bridge offline stopped with an error: {failure}") from None
         return saved
