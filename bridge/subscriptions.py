@@ -130,22 +130,26 @@ def _top_level_path(found: importlib.machinery.ModuleSpec) -> Path | None:
 
 
 def _check_handler(subs: Subscriptions, spec: FunctionSpec, root: Path, text: str) -> None:
+    problem = handler_problem(spec, root)
+    if problem is not None:
+        raise _handler_error(subs, spec, text, problem)
+
+
+def handler_problem(spec: FunctionSpec, root: Path) -> str | None:
+    """Why ``spec.handler`` can't be found below ``root`` (without importing it), or None."""
     location = find_handler(spec, root)
     if location is None:
-        raise _handler_error(
-            subs, spec, text, f"module {spec.module!r} not found (looked in {root} and sys.path)"
-        )
+        return f"module {spec.module!r} not found (looked in {root} and sys.path)"
     if location.origin is None or location.origin.suffix != ".py":
-        return  # a namespace package or compiled module: nothing to read
+        return None  # a namespace package or compiled module: nothing to read
     try:
         tree = ast.parse(location.origin.read_bytes(), filename=str(location.origin))
     except (OSError, SyntaxError, ValueError) as error:
-        raise _handler_error(subs, spec, text, f"cannot read {location.origin}: {error}") from None
+        return f"cannot read {location.origin}: {error}"
     names = _top_level_names(tree)
     if names is not None and spec.function not in names:
-        raise _handler_error(
-            subs, spec, text, f"{location.origin} defines no {spec.function!r} at top level"
-        )
+        return f"{location.origin} defines no {spec.function!r} at top level"
+    return None
 
 
 def _top_level_names(tree: ast.Module) -> set[str] | None:

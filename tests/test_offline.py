@@ -218,6 +218,8 @@ def test_port_in_use_is_one_line(tmp_path):
     (["--host", "no-such-host.invalid"], 1, "error: --host no-such-host.invalid: "),
     (["--ws-route", "$default=no_such_module.handler"], 2,
      "error: --ws-route $default=no_such_module.handler: module 'no_such_module' not found"),
+    (["--ws-route", "$default=bridge.lambdas.publisher.nosuch"], 2,
+     "error: --ws-route $default=bridge.lambdas.publisher.nosuch: "),  # module, no function
 ])
 def test_a_start_refused_is_one_line_and_leaves_nothing(tmp_path, args, code, line):
     result = subprocess.run([str(BRIDGE), "offline", *free_ports(), *args], cwd=tmp_path,

@@ -33,18 +33,18 @@ def run_offline(options: dict[str, Any], routes: dict[str, str], *, as_json: boo
 
 
 def check_routes(routes: dict[str, str], root: Path) -> None:
-    """Refuse, before anything starts, a --ws-route whose handler module isn't there."""
+    """Refuse, before anything starts, a --ws-route whose handler isn't there — the same
+    check the subscriptions file's handlers get."""
     from bridge.core.subscriptions import FunctionSpec
-    from bridge.subscriptions import find_handler
+    from bridge.subscriptions import handler_problem
 
     for route, handler in routes.items():
         module, dot, function = handler.rpartition(".")
         if not dot or not module or not function:
             raise ValidationError(f"--ws-route {route}={handler}: expected module.function")
-        spec = FunctionSpec(name="route", handler=handler, pattern=None)
-        if find_handler(spec, root) is None:
-            raise ValidationError(f"--ws-route {route}={handler}: module {module!r} not found "
-                                  f"(looked in {root} and sys.path)")
+        problem = handler_problem(FunctionSpec(name="route", handler=handler, pattern=None), root)
+        if problem is not None:
+            raise ValidationError(f"--ws-route {route}={handler}: {problem}")
 
 
 def configure_logging(verbosity: int) -> None:
