@@ -1,8 +1,9 @@
 """The local archive: one SQLite file (``./db``) holding every event the bus accepted.
 
-Three parties share this file, often at the same time and from different processes:
-the local bus writes it (:class:`ArchiveWriter`), the bridge client's sqlite sink
-writes cloud events into it, and ``bridge replay`` reads it. Hence:
+Several parties share this file, often at the same time and from different
+processes: the local bus writes it (:class:`ArchiveWriter`), replays and the CLI read
+it, and the bridge client's sqlite sink (a later issue) is to write cloud events
+into it. Hence:
 
 * WAL mode, so readers never block the writer and see committed batches at once;
 * ``busy_timeout``, so two writers wait for each other instead of failing;
@@ -154,15 +155,6 @@ def insert_events(conn: sqlite3.Connection, events: Iterable[dict[str, Any]]) ->
     """
     before = conn.total_changes
     conn.executemany(INSERT, [row_for(event) for event in events])
-    return conn.total_changes - before
-
-
-async def insert_events_async(
-    conn: aiosqlite.Connection, events: Iterable[dict[str, Any]]
-) -> int:
-    """:func:`insert_events` over aiosqlite; returns how many were new. The caller commits."""
-    before = conn.total_changes
-    await conn.executemany(INSERT, [row_for(event) for event in events])
     return conn.total_changes - before
 
 

@@ -69,7 +69,6 @@ class OfflineOptions:
     ws_port: int = 3001
     dynamodb_endpoint: str | None = None  # the user's own (DynamoDB Local) instead of moto
     db: Path = Path("db")
-    config: Path | None = None
     region: str = field(default_factory=default_region)  # as every other command
     batch_window: float = 0.0
     idle_timeout: float = 600.0
@@ -97,7 +96,6 @@ class LocalCloud:
         self._autosave_halt = threading.Event()  # the same, seen from the scanning thread
         self.broken = asyncio.Event()  # a part died under us: stop, there is no draining
         self.broken_reason = ""
-        self.autosaved = 0  # quiet-moment saves made
         self._cleanups: list[Any] = []  # how to undo what started, in order
         self._lock: DatabaseLock | None = None  # released last, once all else has stopped
 
@@ -370,7 +368,6 @@ class LocalCloud:
                 log.warning("saving the tables in a quiet moment failed: %s", error)
                 continue
             saved, wait = writes, interval
-            self.autosaved += 1
             log.info("tables saved: %d items in %d tables", sum(counts.values()), len(counts))
 
     async def _autosave_stopping(self, seconds: float) -> bool:

@@ -366,7 +366,7 @@ class Gateway:
     ) -> dict[str, Any]:
         """The ``requestContext`` API Gateway puts into every WebSocket proxy event."""
         now = time.time()
-        request_id = extra.pop("requestId", None) or new_id()
+        request_id = new_id()
         return {
             "routeKey": route,
             "messageId": None,

@@ -282,7 +282,6 @@ class FunctionRuntime:
         self.stage = stage
         self.region = region
         self.account = account
-        self.max_concurrency = max_concurrency
         self._functions: dict[str, _Function] = {}
         for spec in functions:
             if spec.name in self._functions:

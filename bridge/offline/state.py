@@ -275,12 +275,3 @@ def restore_tables(client: Any, path: str | Path) -> dict[str, int]:
         return restored
     finally:
         conn.close()
-
-
-def clear_tables(path: str | Path) -> None:
-    conn = connect(path)
-    try:
-        conn.execute("DELETE FROM dynamodb_tables")
-        conn.execute("DELETE FROM dynamodb_items")
-    finally:
-        conn.close()
