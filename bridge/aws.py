@@ -15,18 +15,17 @@ from urllib.parse import urlparse
 import boto3
 from botocore.config import Config
 
-from bridge.core.names import core_table_name, log_table_name
+from bridge.core.names import core_table_name, log_table_name, region_from
 
 LOCAL_STAGE = "local"
 LOCAL_DYNAMODB = "http://127.0.0.1:8000"
 LOCAL_LAMBDA = "http://127.0.0.1:4010"  # bridge offline serves the Lambda Invoke API here
 DUMMY_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-DEFAULT_REGION = "us-east-1"
 
 
 def default_region() -> str:
     """The region when none is given: the SDK's variables, then us-east-1."""
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    return region_from(os.environ)
 
 
 def local_endpoint(service: str, default: str) -> str:

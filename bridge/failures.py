@@ -18,9 +18,9 @@ from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
 from bridge.core.errors import BridgeError, ValidationError
-from bridge.core.failure import format_timestamp, function_name
+from bridge.core.events import compact_json
+from bridge.core.failure import FAILURE_PK_PREFIX, format_timestamp, function_name
 
-PK_PREFIX = "failure#"
 STATUS_RETRIED = "retried"
 
 
@@ -97,7 +97,7 @@ def list_failures(core_table: Any, page_size: int | None = None) -> list[Failure
     read per request (to spare a provisioned table's read capacity).
     """
     kwargs: dict[str, Any] = {
-        "FilterExpression": Attr("pk").begins_with(PK_PREFIX),
+        "FilterExpression": Attr("pk").begins_with(FAILURE_PK_PREFIX),
         "ConsistentRead": True,
     }
     if page_size:
@@ -152,7 +152,7 @@ def retry_failure(core_table: Any, lambda_client: Any, request_id: str) -> dict[
         response = lambda_client.invoke(
             FunctionName=failure.function_name,
             InvocationType="Event",
-            Payload=json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(),
+            Payload=compact_json(payload).encode(),
         )
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")

@@ -19,6 +19,10 @@ SOURCE = "dynamodb-log"
 DETAIL_TYPE = "stream changes"
 BUS_NAME = "dynamodb-log"
 ARCHIVE_NAME = "dynamodb-logs-archive"
+# Where nothing else says: the account id local endpoints (and moto) report, and
+# the region of boto3's own fallback.
+LOCAL_ACCOUNT = "000000000000"
+DEFAULT_REGION = "us-east-1"
 MAX_DETAIL_BYTES = 10_240
 MAX_ENTRIES_PER_PUT = 10
 MAX_PUT_BYTES = 256 * 1024
@@ -95,8 +99,8 @@ def batches(
 def envelope(
     entry: dict[str, Any],
     *,
-    account: str = "000000000000",
-    region: str = "us-east-1",
+    account: str = LOCAL_ACCOUNT,
+    region: str = DEFAULT_REGION,
     event_id: str | None = None,
     time: datetime | None = None,
 ) -> dict[str, Any]:

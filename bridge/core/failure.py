@@ -18,6 +18,7 @@ RETRIES_EXHAUSTED = "RetriesExhausted"
 EVENT_AGE_EXCEEDED = "EventAgeExceeded"
 EXECUTED_VERSION = "$LATEST"
 UNHANDLED = "Unhandled"
+FAILURE_PK_PREFIX = "failure#"  # core-table items of failure records: failure#{function}
 
 
 def format_timestamp(when: datetime) -> str:

@@ -8,23 +8,34 @@ before paying for a jsii start-up.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from bridge.core.errors import ValidationError
-from bridge.core.events import ARCHIVE_NAME, BUS_NAME
+from bridge.core.events import ARCHIVE_NAME, BUS_NAME, DEFAULT_REGION, LOCAL_ACCOUNT
 
 __all__ = [
     "ARCHIVE_NAME",
     "BUS_NAME",
+    "DEFAULT_REGION",
+    "LOCAL_ACCOUNT",
     "PUBLISHER",
     "check_stage",
     "core_table_name",
     "function_arn",
     "function_name",
     "log_table_name",
+    "region_from",
     "stack_name",
 ]
 
 PUBLISHER = "publisher"
+
+
+def region_from(environ: Mapping[str, str]) -> str:
+    """The region when none is given: Lambda's ``AWS_REGION``, the SDKs'
+    ``AWS_DEFAULT_REGION``, then us-east-1 — the same everywhere, CLI and functions."""
+    return environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
 PUBLISHER_HANDLER = "bridge.lambdas.publisher.handler"
 # A stack name is letters, digits and hyphens; the stage is also part of table,
 # function and queue names, so it keeps to the characters all of them accept.

@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 
-DEFAULT_REGION = "us-east-1"
+from bridge.core.names import region_from
 
 logger = logging.getLogger("bridge.lambdas")
 # The Lambda runtime leaves the root logger at WARNING; our count lines are INFO.
@@ -38,7 +38,7 @@ _lock = threading.Lock()
 
 def region() -> str:
     """Lambda sets ``AWS_REGION``; botocore itself only reads ``AWS_DEFAULT_REGION``."""
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    return region_from(os.environ)
 
 
 def client(service: str) -> Any:

@@ -14,11 +14,11 @@ never reset to ``failed``.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.core.failure import format_timestamp, function_name
+from bridge.core.events import compact_json
+from bridge.core.failure import FAILURE_PK_PREFIX, format_timestamp, function_name
 from bridge.lambdas import _env
 
 STATUS_FAILED = "failed"
@@ -28,7 +28,7 @@ def failure_key(record: dict[str, Any]) -> dict[str, str]:
     """The core-table key of one failure record."""
     context = record["requestContext"]
     return {
-        "pk": f"failure#{function_name(context['functionArn'])}",
+        "pk": FAILURE_PK_PREFIX + function_name(context["functionArn"]),
         # The request id alone: a record delivered twice (even re-stamped) lands on the
         # same key, so the conditional put is the whole duplicate check. Listing sorts
         # by the record's timestamp.
@@ -44,7 +44,7 @@ def failure_item(record: dict[str, Any], created_at: str) -> dict[str, dict[str,
         response = {"errorMessage": str(response)}
     attributes = {
         **failure_key(record),
-        "record": json.dumps(record, separators=(",", ":"), ensure_ascii=False),
+        "record": compact_json(record),
         "functionArn": context["functionArn"],
         "functionName": function_name(context["functionArn"]),
         "requestId": context["requestId"],

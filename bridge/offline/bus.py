@@ -44,7 +44,7 @@ from bridge.core.events import (
     entry_size,
     envelope,
 )
-from bridge.core.names import function_arn, function_name
+from bridge.core.names import DEFAULT_REGION, LOCAL_ACCOUNT, function_arn, function_name
 from bridge.core.patterns import Pattern, validate_pattern
 
 if TYPE_CHECKING:
@@ -54,8 +54,6 @@ logger = logging.getLogger("bridge.offline.bus")
 
 Deliver = Callable[[str, dict[str, Any]], Any]
 
-DEFAULT_REGION = "us-east-1"
-DEFAULT_ACCOUNT = "000000000000"
 REPLAY_PAGE = 500  # archived events read per worker-thread call during a replay
 REPLAY_MAX_BACKLOG = 2 * REPLAY_PAGE  # pending deliveries a replay lets build up
 _REPLAY_NAME = re.compile(r"^[.\-_A-Za-z0-9]{1,64}$")
@@ -134,7 +132,7 @@ def rules_from(
     subscriptions: Subscriptions,
     stage: str,
     region: str = DEFAULT_REGION,
-    account: str = DEFAULT_ACCOUNT,
+    account: str = LOCAL_ACCOUNT,
     bus: str = BUS_NAME,
 ) -> list[Rule]:
     """One rule per subscriber (function with a pattern), in definition order."""
@@ -275,7 +273,7 @@ class Bus:
         deliver: Deliver,
         archive: ArchiveWriter | None = None,
         region: str = DEFAULT_REGION,
-        account: str = DEFAULT_ACCOUNT,
+        account: str = LOCAL_ACCOUNT,
         backlog: Callable[[], int] = lambda: 0,
     ) -> None:
         self.name = name

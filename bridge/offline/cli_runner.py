@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from bridge.core.errors import BridgeError, ValidationError
+from bridge.core.events import ARCHIVE_NAME, BUS_NAME
 from bridge.offline.cloud import LocalCloud, OfflineOptions
 from bridge.offline.state import DatabaseLock, database_files
 
@@ -130,8 +131,8 @@ def _print_started(cloud: LocalCloud, as_json: bool) -> None:
     functions = ", ".join(cloud.runtime.function_names())
     click.echo(f"bridge offline (stage {o.stage}) is running — Ctrl-C stops it cleanly.\n"
                f"  DynamoDB     {cloud.dynamodb_url}  ({kind}{restored})\n"
-               f"  EventBridge  {cloud.events_url}  (bus dynamodb-log, "
-               f"{_count(len(cloud.bus.rules), 'rule')}, archive dynamodb-logs-archive)\n"
+               f"  EventBridge  {cloud.events_url}  (bus {BUS_NAME}, "
+               f"{_count(len(cloud.bus.rules), 'rule')}, archive {ARCHIVE_NAME})\n"
                f"  Lambda       {cloud.events_url}  ({functions})\n"
                f"  WebSocket    {cloud.ws_url}  (management API {cloud.management_url}"
                + (", $connect needs SigV4 with key local/local" if o.iam_auth else "") + ")\n"

@@ -26,7 +26,7 @@ from typing import Any
 from bridge.aws import default_region
 from bridge.core.errors import BridgeError
 from bridge.core.events import BUS_NAME
-from bridge.core.names import core_table_name, log_table_name
+from bridge.core.names import LOCAL_ACCOUNT, core_table_name, log_table_name
 from bridge.core.subscriptions import FunctionSpec, Subscriptions
 from bridge.offline.dynamodb import DynamoDBProcess
 from bridge.offline.poller import StreamPoller
@@ -45,7 +45,7 @@ from bridge.offline.state import (
 
 log = logging.getLogger("bridge.offline")
 
-ACCOUNT = "000000000000"
+ACCOUNT = LOCAL_ACCOUNT
 # The key the local functions sign with: the embedded endpoint lets it write while
 # draining. Any key works against local endpoints; this one is recognisable in logs.
 FUNCTIONS_KEY = "bridge-offline"

@@ -31,6 +31,7 @@ from aiohttp import web
 
 from bridge import archive as archive_file
 from bridge.core.errors import BridgeError
+from bridge.core.failure import EXECUTED_VERSION
 from bridge.offline.bus import Bus, EventsError
 from bridge.offline.ports import listen
 
@@ -345,7 +346,7 @@ async def handle_invoke(request: web.Request) -> web.Response:
     except Exception as error:  # a runtime fault, not the handler's: Lambda says 500
         logger.error("Invoke %s: ServiceException: %s: %s", name, type(error).__name__, error)
         return _lambda_error("ServiceException", f"{type(error).__name__}: {error}", 500)
-    headers = {"x-amzn-RequestId": result.request_id, "X-Amz-Executed-Version": "$LATEST"}
+    headers = {"x-amzn-RequestId": result.request_id, "X-Amz-Executed-Version": EXECUTED_VERSION}
     if result.ok:
         payload = result.payload
     else:

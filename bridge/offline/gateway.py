@@ -46,6 +46,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
 from bridge.core.errors import BridgeError
+from bridge.core.names import DEFAULT_REGION, LOCAL_ACCOUNT
 from bridge.offline.ports import listen
 from bridge.offline.sigv4 import SignatureError, SignedCaller, strip_auth_params, verify_presigned
 
@@ -275,7 +276,7 @@ class Gateway:
         max_connection_age: float = 7200.0,
         iam_auth: bool = False,
         credentials: tuple[str, str] | None = None,
-        region: str = "us-east-1",
+        region: str = DEFAULT_REGION,
         max_message_bytes: int = 128 * 1024,
         max_frame_bytes: int = 32 * 1024,
         integration_timeout: float = 29.0,
@@ -407,10 +408,10 @@ class Gateway:
             key = conn.caller.access_key
             identity.update(
                 accessKey=key,
-                accountId="000000000000",
+                accountId=LOCAL_ACCOUNT,
                 caller=key,
                 user=key,
-                userArn=f"arn:aws:iam::000000000000:user/{key}",
+                userArn=f"arn:aws:iam::{LOCAL_ACCOUNT}:user/{key}",
             )
         return identity
 

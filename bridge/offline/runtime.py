@@ -51,15 +51,20 @@ from pathlib import Path
 from typing import Any
 
 from bridge.core.errors import BridgeError, ValidationError
-from bridge.core.failure import EVENT_AGE_EXCEEDED, RETRIES_EXHAUSTED, failure_record
-from bridge.core.names import function_arn, function_name
+from bridge.core.failure import (
+    EVENT_AGE_EXCEEDED,
+    EXECUTED_VERSION,
+    RETRIES_EXHAUSTED,
+    failure_record,
+)
+from bridge.core.names import DEFAULT_REGION, LOCAL_ACCOUNT, function_arn, function_name
 from bridge.core.subscriptions import FunctionSpec
 
 __all__ = ["FunctionNotFoundError", "FunctionRuntime", "InvocationResult"]
 
 logger = logging.getLogger("bridge.offline.runtime")
 
-FUNCTION_VERSION = "$LATEST"
+FUNCTION_VERSION = EXECUTED_VERSION  # "$LATEST": functions are never published locally
 EXECUTION_ENV = f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}"
 #: Lambda's limit on the init phase (importing the handler module) of on-demand sandboxes.
 INIT_TIMEOUT = 10.0
@@ -271,8 +276,8 @@ class FunctionRuntime:
         project_root: Path,
         environment: dict[str, str],
         stage: str = "local",
-        region: str = "us-east-1",
-        account: str = "000000000000",
+        region: str = DEFAULT_REGION,
+        account: str = LOCAL_ACCOUNT,
         max_concurrency: int = 4,
     ) -> None:
         if max_concurrency < 1:
