@@ -60,6 +60,12 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def runtime_error(error_type: str, message: str, trace: list[str] | None = None) -> dict[str, Any]:
+    """An error the Lambda runtime reports on the handler's behalf (a timeout, a crash, an
+    unmarshallable result), shaped like a handler's own error payload."""
+    return {"errorType": error_type, "errorMessage": message, "trace": list(trace or [])}
+
+
 def failure_record(
     *,
     request_payload: dict[str, Any],

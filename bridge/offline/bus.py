@@ -438,7 +438,7 @@ class Bus:
             if not matched:
                 continue
             try:
-                self.deliver(rule.target, copy.deepcopy(event))
+                self.deliver(rule.target, copy.deepcopy(event))  # each target its own
                 sent += 1
             except Exception as error:  # accepted is accepted: PutEvents does not fail
                 logger.error(
@@ -647,8 +647,9 @@ class Bus:
                     event = dict(row.event)
                     event["replay-name"] = replay.name
                     self._dispatch(event, rules)  # never archived again
-                    replay.replayed += 1
-                    replay.last_replayed = archive_file.from_iso(row.created_at)
+                if page:  # no await inside the page: only its last time can be seen
+                    replay.replayed += len(page)
+                    replay.last_replayed = archive_file.from_iso(page[-1].created_at)
                 if len(page) < REPLAY_PAGE:
                     break
                 after = (page[-1].created_at, page[-1].seq)

@@ -289,6 +289,7 @@ class Gateway:
         self.host = host
         self.region = region
         self.routes = frozenset(routes)
+        self._message_routes = self.routes - {CONNECT, DISCONNECT}  # chosen by body.action
         self.idle_timeout = idle_timeout
         self.max_connection_age = max_connection_age
         self.iam_auth = iam_auth
@@ -657,7 +658,7 @@ class Gateway:
             except ValueError:
                 body = None
             action = body.get("action") if isinstance(body, dict) else None
-            if isinstance(action, str) and action in self.routes - {CONNECT, DISCONNECT}:
+            if isinstance(action, str) and action in self._message_routes:
                 return action
         return DEFAULT if DEFAULT in self.routes else None
 

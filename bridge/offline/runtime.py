@@ -56,6 +56,7 @@ from bridge.core.failure import (
     EXECUTED_VERSION,
     RETRIES_EXHAUSTED,
     failure_record,
+    runtime_error,
 )
 from bridge.core.names import DEFAULT_REGION, LOCAL_ACCOUNT, function_arn, function_name
 from bridge.core.subscriptions import FunctionSpec
@@ -370,9 +371,14 @@ class FunctionRuntime:
         """
         functions = [self._function(n) for n in names] if names else self._functions.values()
         cold = [f for f in functions if not f.idle]
-        sandboxes = await asyncio.gather(*(self._start_sandbox(f) for f in cold))
-        for function, sandbox in zip(cold, sandboxes, strict=True):
-            function.idle.append(sandbox)
+        started = await asyncio.gather(*(self._start_sandbox(f) for f in cold),
+                                       return_exceptions=True)
+        for function, sandbox in zip(cold, started, strict=True):
+            if not isinstance(sandbox, BaseException):  # the others' sandboxes stay of use
+                function.idle.append(sandbox)
+        for failed in started:
+            if isinstance(failed, BaseException):
+                raise failed
 
     async def stop(self) -> None:
         """Finish every scheduled async invocation, then end every sandbox."""
@@ -472,11 +478,8 @@ class FunctionRuntime:
         if last is not None and last.error is not None:
             error = last.error
         else:  # the event expired before any attempt ran
-            error = {
-                "errorType": EVENT_AGE_EXCEEDED,
-                "errorMessage": f"event older than {spec.max_event_age} seconds",
-                "trace": [],
-            }
+            error = runtime_error(EVENT_AGE_EXCEEDED,
+                                  f"event older than {spec.max_event_age} seconds")
         logger.warning(
             "%s request %s failed (%s after %d attempt(s)): %s: %s%s",
             spec.name,
@@ -528,12 +531,8 @@ class FunctionRuntime:
                 error = _exit_error(request_id, exc.returncode)
                 return self._finish(function, request_id, None, error, started, cold)
             except TimeoutError:
-                error = {
-                    "errorType": SANDBOX_TIMEDOUT,
-                    "errorMessage": f"RequestId: {request_id} Error: Init phase timed out "
-                    f"after {INIT_TIMEOUT:.2f} seconds",
-                    "trace": [],
-                }
+                error = runtime_error(SANDBOX_TIMEDOUT, f"RequestId: {request_id} Error: "
+                                      f"Init phase timed out after {INIT_TIMEOUT:.2f} seconds")
                 return self._finish(function, request_id, None, error, started, cold)
             deadline_ms = int((time.time() + limit) * 1000)
             header = json.dumps({"id": request_id, "arn": function.arn, "deadline_ms": deadline_ms})
@@ -542,12 +541,9 @@ class FunctionRuntime:
                 reply = await sandbox.call(message, limit)
             except TimeoutError:
                 self._retire(function, sandbox)
-                error = {  # AWS names the limit, not the time measured
-                    "errorType": SANDBOX_TIMEDOUT,
-                    "errorMessage": f"RequestId: {request_id} Error: Task timed out "
-                    f"after {limit:.2f} seconds",
-                    "trace": [],
-                }
+                error = runtime_error(  # AWS names the limit, not the time measured
+                    SANDBOX_TIMEDOUT,
+                    f"RequestId: {request_id} Error: Task timed out after {limit:.2f} seconds")
                 return self._finish(function, request_id, None, error, started, cold)
             except _SandboxExited as exc:
                 self._retire(function, sandbox)
@@ -678,8 +674,4 @@ def _exit_error(request_id: str, returncode: int | None) -> dict[str, Any]:
         reason = f"Runtime exited with error: signal: {name}"
     else:
         reason = f"Runtime exited with error: exit status {returncode}"
-    return {
-        "errorType": EXIT_ERROR,
-        "errorMessage": f"RequestId: {request_id} Error: {reason}",
-        "trace": [],
-    }
+    return runtime_error(EXIT_ERROR, f"RequestId: {request_id} Error: {reason}")

@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from bridge.core.failure import error_payload
+from bridge.core.failure import error_payload, runtime_error
 
 MARSHAL_ERROR = "Runtime.MarshalError"
 MAX_RESPONSE_BYTES = 6_291_556  # Lambda's synchronous response limit
@@ -66,11 +66,6 @@ MALFORMED_HANDLER_NAME = "Runtime.MalformedHandlerName"
 LOG_LINE_JOIN = "\r"
 
 _request_id = ""
-
-
-def runtime_error(error_type: str, message: str, trace: list[str] | None = None) -> dict[str, Any]:
-    """An error the runtime raises on the handler's behalf (not the handler's exception)."""
-    return {"errorType": error_type, "errorMessage": message, "trace": list(trace or [])}
 
 
 class LambdaContext:
