@@ -91,6 +91,7 @@ class LocalCloud:
         self.dynamodb_url = options.dynamodb_endpoint or ""
         self.restored: dict[str, int] = {}
         self._poll_task: asyncio.Task[None] | None = None
+        self._client: Any = None  # the DynamoDB client, made at start
         self._autosave_task: asyncio.Task[None] | None = None
         self._autosave_stop = asyncio.Event()
         self._autosave_halt = threading.Event()  # the same, seen from the scanning thread
@@ -177,7 +178,9 @@ class LocalCloud:
                 watch = asyncio.create_task(self._watch_embedded(), name="watch-dynamodb")
                 self._cleanups.append(watch.cancel)
             session = self._session()
-            client = session.client("dynamodb", endpoint_url=self.dynamodb_url)
+            # One client for the poller, the saves and restore (boto3 clients are
+            # safe to share between threads).
+            client = self._client = session.client("dynamodb", endpoint_url=self.dynamodb_url)
             if self.embedded:
                 self.restored = await asyncio.to_thread(restore_tables, client, o.db)
             dynamodb = session.resource("dynamodb", endpoint_url=self.dynamodb_url)
@@ -354,7 +357,7 @@ class LocalCloud:
                 if writes == saved or not quiet or not await self._settled(time.monotonic()):
                     continue
                 snapshot = await asyncio.to_thread(
-                    read_tables, self._dynamodb_client(), self._autosave_halt)
+                    read_tables, self._client, self._autosave_halt)
                 if (await asyncio.to_thread(self.embedded.write_counts))[0] != writes:
                     wait = min(wait * 2, 60.0)  # written to while read: wait for a longer lull
                     continue
@@ -393,11 +396,8 @@ class LocalCloud:
             await asyncio.gather(self._autosave_task, return_exceptions=True)
             self._autosave_task = None
 
-    def _dynamodb_client(self) -> Any:
-        return self._session().client("dynamodb", endpoint_url=self.dynamodb_url)
-
     async def _save_tables(self) -> dict[str, int]:
-        return await asyncio.to_thread(save_tables, self._dynamodb_client(), self.options.db)
+        return await asyncio.to_thread(save_tables, self._client, self.options.db)
 
     def _release_lock(self) -> None:
         if self._lock is not None:

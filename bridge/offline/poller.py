@@ -297,12 +297,8 @@ class StreamPoller:
         """As Lambda does after its retry attempts: record the batch, move on."""
         records, shard.pending, shard.attempts = shard.pending, [], 0
         await asyncio.to_thread(
-            self.checkpoints.record_failure, self.stream_arn, shard.shard_id, records,
-            str(reason),
-        )
-        await asyncio.to_thread(
-            self.checkpoints.save, self.stream_arn, shard.shard_id,
-            records[-1]["dynamodb"]["SequenceNumber"], shard.finished,
+            self.checkpoints.set_aside, self.stream_arn, shard.shard_id, records,
+            str(reason), shard.finished,
         )
         self.failed += len(records)
         log.error("publisher gave up on %d records (sequence numbers %s to %s): %s; they are "

@@ -133,16 +133,21 @@ class Checkpoints:
             (stream_arn, shard_id, sequence_number, int(finished)),
         )
 
-    def record_failure(self, stream_arn: str, shard_id: str, records: list[dict[str, Any]],
-                       reason: str) -> None:
-        """Keep a batch the publisher gave up on (the stack sends its description to an
-        SQS queue; locally the records themselves are kept, to be looked at)."""
-        self.conn.execute(
-            "INSERT INTO stream_failures (stream_arn, shard_id, first_sequence_number, "
-            "last_sequence_number, records, reason) VALUES (?, ?, ?, ?, ?, ?)",
-            (stream_arn, shard_id, records[0]["dynamodb"]["SequenceNumber"],
-             records[-1]["dynamodb"]["SequenceNumber"], json.dumps(records), reason),
-        )
+    def set_aside(self, stream_arn: str, shard_id: str, records: list[dict[str, Any]],
+                  reason: str, finished: bool) -> None:
+        """Keep a batch the publisher gave up on and move the shard's checkpoint past
+        it, in one transaction: a crash between the two would record it twice (the
+        stack sends a description to an SQS queue; locally the records are kept)."""
+        first = records[0]["dynamodb"]["SequenceNumber"]
+        last = records[-1]["dynamodb"]["SequenceNumber"]
+        with self.conn:  # BEGIN … COMMIT
+            self.conn.execute("BEGIN")
+            self.conn.execute(
+                "INSERT INTO stream_failures (stream_arn, shard_id, first_sequence_number, "
+                "last_sequence_number, records, reason) VALUES (?, ?, ?, ?, ?, ?)",
+                (stream_arn, shard_id, first, last, json.dumps(records), reason),
+            )
+            self.save(stream_arn, shard_id, last, finished)
 
     def forget_older_streams(self, stream_arn: str) -> int:
         """Drop the checkpoints of the table's earlier streams (the embedded endpoint
