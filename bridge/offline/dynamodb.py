@@ -196,7 +196,6 @@ class DynamoDBProcess:
 
     def start(self) -> DynamoDBProcess:
         self.port = self.port or free_port(self.host)
-        check_port_free(self.host, self.port)
         command = [sys.executable, "-m", "bridge.offline.dynamodb", "--host", self.host,
                    "--port", str(self.port)]
         if self.trusted_key:
