@@ -201,8 +201,7 @@ def query(target: Target, as_json: bool, log: str, id: str | None, after: int) -
     from bridge.store import LogStore
 
     store = LogStore(target.dynamodb().Table(target.log_table))
-    ids = [id] if id else store.ids(log)
-    items = (item for each in ids for item in store.read(log, each, after=after))
+    items = store.read(log, id, after=after) if id else store.read_log(log, after=after)
     if as_json:
         for item in items:
             emit(item.to_json())

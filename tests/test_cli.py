@@ -98,6 +98,8 @@ def test_query_json_lines_and_table(where, store):
     ]
     after = run("query", "users", "a", "--after", "1", "--json", *where).stdout.splitlines()
     assert [json.loads(line)["version"] for line in after] == [2]
+    whole = run("query", "users", "--after", "1", "--json", *where).stdout.splitlines()
+    assert [(json.loads(line)["id"], json.loads(line)["version"]) for line in whole] == [("a", 2)]
     table = run("query", "users", "a", *where)
     assert table.returncode == 0
     assert "signup" in table.stdout and "rename" in table.stdout
