@@ -41,18 +41,19 @@ def _number(value: Any) -> Any:
     return converted
 
 
-def detail_for(item: LogItem) -> dict[str, Any]:
-    """The event detail of one log item, applying the 10 KB partial rule."""
+def detail_text(item: LogItem) -> str:
+    """The event detail of one log item as its JSON text, applying the 10 KB partial
+    rule: encoded once, and again only when the payload has to be cut to its id."""
     detail: dict[str, Any] = {
         "log": item.log,
         "key": {"pk": item.pk, "sk": item.version},
         "type": item.type,
         "payload": item.payload,
     }
-    if len(compact_json(detail).encode()) > MAX_DETAIL_BYTES:
-        detail["payload"] = {"id": item.id}
-        detail["partial"] = True
-    return detail
+    text = compact_json(detail)
+    if len(text.encode()) > MAX_DETAIL_BYTES:
+        text = compact_json({**detail, "payload": {"id": item.id}, "partial": True})
+    return text
 
 
 def entry_for(item: LogItem, bus_name: str = BUS_NAME) -> dict[str, Any]:
@@ -60,7 +61,7 @@ def entry_for(item: LogItem, bus_name: str = BUS_NAME) -> dict[str, Any]:
     return {
         "Source": SOURCE,
         "DetailType": DETAIL_TYPE,
-        "Detail": compact_json(detail_for(item)),
+        "Detail": detail_text(item),
         "EventBusName": bus_name,
     }
 
