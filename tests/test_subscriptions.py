@@ -727,3 +727,11 @@ def test_variables_lambda_does_not_reserve_are_allowed() -> None:
     assert subs.functions["users"].environment == {
         "TZ": "Europe/Paris", "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
     }
+
+
+def test_a_pattern_field_named_like_pattern_keeps_its_place_in_the_error() -> None:
+    text = ('[functions.x]\nhandler = "m.f"\n'
+            'pattern = { source = ["a"], patternA = { "bad-op" = 1 } }\n')
+    with pytest.raises(SubscriptionsError) as caught:
+        parse(text, source="subs.toml")
+    assert str(caught.value).startswith("subs.toml:3: functions.x.pattern.patternA.bad-op: ")

@@ -41,7 +41,16 @@ __all__ = ["Pattern", "PatternError", "matches", "validate_pattern"]
 
 
 class PatternError(ValidationError):
-    """An event pattern EventBridge would refuse; the message says what and where."""
+    """An event pattern EventBridge would refuse; the message says what and where.
+
+    ``path`` (dotted, "" for the pattern as a whole) and ``reason`` are the two parts,
+    for callers that place the error themselves (a subscriptions file's line).
+    """
+
+    def __init__(self, reason: str, path: str = "", text: str | None = None) -> None:
+        super().__init__(text or f"{path or 'pattern'}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 # A compiled test of one leaf value of the event.
@@ -125,7 +134,7 @@ def _show(value: Any) -> str:
 
 
 def _fail(path: str, message: str) -> PatternError:
-    return PatternError(f"{path or 'pattern'}: {message}")
+    return PatternError(message, path)
 
 
 def _join(path: str, key: str) -> str:
@@ -506,9 +515,11 @@ def _parse(pattern: dict[str, Any] | str) -> dict[str, Any]:
         try:
             pattern = json.loads(pattern)
         except ValueError as exc:
-            raise PatternError(f"pattern is not valid JSON: {exc}") from None
+            raise PatternError(f"not valid JSON: {exc}",
+                               text=f"pattern is not valid JSON: {exc}") from None
     if not isinstance(pattern, dict):
-        raise PatternError(f"pattern must be a JSON object, got {_show(pattern)}")
+        raise PatternError(f"must be a JSON object, got {_show(pattern)}",
+                           text=f"pattern must be a JSON object, got {_show(pattern)}")
     return pattern
 
 

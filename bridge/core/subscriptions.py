@@ -309,19 +309,12 @@ class _Parser:
             pattern = validate_pattern(value)
             length = len(json.dumps(pattern, separators=(",", ":")))
             if length > _PATTERN_CHARACTERS:
-                raise PatternError(f"pattern: is {length} characters; EventBridge allows "
+                raise PatternError(f"is {length} characters; EventBridge allows "
                                    f"{_PATTERN_CHARACTERS}")
             return pattern
         except PatternError as error:
-            message = str(error)
-            if message.startswith("pattern"):
-                inner, reason = (), message.removeprefix("pattern: ")
-            elif ": " in message:
-                where, reason = message.split(": ", 1)
-                inner = tuple(where.split("."))
-            else:
-                inner, reason = (), message
-            raise self.fail((*path, *inner), reason) from None
+            inner = tuple(error.path.split(".")) if error.path else ()
+            raise self.fail((*path, *inner), error.reason) from None
 
     def handler(self, value: Any, path: tuple[str, ...]) -> str:
         if not isinstance(value, str):
