@@ -30,7 +30,7 @@ from rich.table import Table
 
 from bridge.aws import Target, default_region, is_loopback
 from bridge.core.errors import BridgeError, ValidationError
-from bridge.core.names import check_stage
+from bridge.core.names import check_stage, stack_name
 
 console = Console(stderr=True)
 
@@ -489,7 +489,7 @@ def synth(stage: str, config: Path | None, outdir: Path, archive_retention_days:
     """
     from bridge.deploy import synth as synthesize
 
-    with console.status(f"synthesizing dynamodb-logs-{stage} (jsii and Node.js: ~10 s) …",
+    with console.status(f"synthesizing {stack_name(stage)} (jsii and Node.js: ~10 s) …",
                         spinner="dots") if not as_json else contextlib.nullcontext():
         templates = synthesize(stage, outdir, config, archive_retention_days,
                                retain_data=not no_retain_data)
@@ -542,7 +542,7 @@ def destroy(stage: str, config: Path | None, profile: str | None, region: str | 
     from bridge.deploy import destroy as run_destroy
 
     run_destroy(stage, config_path=config, profile=profile, region=region)
-    click.echo(f"deleted stack dynamodb-logs-{stage}")
+    click.echo(f"deleted stack {stack_name(stage)}")
 
 
 def error_line(error: BaseException) -> tuple[str, int]:

@@ -122,8 +122,6 @@ def get_failure(core_table: Any, request_id: str) -> FailureInfo:
     if not request_id.strip():
         raise ValidationError("give the request id (or its start) of a failure to retry")
     wanted = request_id.strip()
-    if not wanted:
-        raise BridgeError("give the request id of a failure (see `bridge failures list`)")
     failures = list_failures(core_table)
     exact = [f for f in failures if f.request_id == wanted]
     if exact:

@@ -46,6 +46,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
 from bridge.core.errors import BridgeError
+from bridge.core.failure import format_timestamp
 from bridge.core.names import DEFAULT_REGION, LOCAL_ACCOUNT
 from bridge.offline.ports import listen
 from bridge.offline.sigv4 import SignatureError, SignedCaller, strip_auth_params, verify_presigned
@@ -84,9 +85,7 @@ def _request_time(epoch: float) -> str:
 
 def _iso(epoch: float) -> str:
     """ISO 8601 with milliseconds, as the management API returns timestamps."""
-    return (
-        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    return format_timestamp(datetime.fromtimestamp(epoch, UTC))
 
 
 def _single_and_multi(items: Iterable[tuple[str, str]]) -> tuple[dict | None, dict | None]:
