@@ -41,6 +41,7 @@ from cdk_nag import NagSuppressions
 from constructs import Construct
 
 from bridge.core import names
+from bridge.core.events import SOURCE
 from bridge.core.subscriptions import PROJECT_VARIABLES, FunctionSpec, Subscriptions
 
 __all__ = ["PERMISSION_ACTIONS", "LogsStack", "project_environment"]
@@ -117,7 +118,8 @@ class LogsStack(cdk.Stack):
         removal = cdk.RemovalPolicy.RETAIN if retain_data else cdk.RemovalPolicy.DESTROY
 
         self.log_table = self._table(
-            "LogTable", names.log_table_name(stage), dynamodb.AttributeType.NUMBER, removal
+            "LogTable", names.log_table_name(stage), dynamodb.AttributeType.NUMBER, removal,
+            stream=dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,  # what the publisher reads
         )
         self.core_table = self._table(
             "CoreTable", names.core_table_name(stage), dynamodb.AttributeType.STRING, removal
@@ -129,7 +131,7 @@ class LogsStack(cdk.Stack):
             archive_name=names.ARCHIVE_NAME,
             source_event_bus=self.bus,
             description="Every log event, for replay (bridge replay --from aws)",
-            event_pattern=events.EventPattern(source=["dynamodb-log"]),
+            event_pattern=events.EventPattern(source=[SOURCE]),
             # no retention = kept forever (CloudFormation's RetentionDays 0)
             retention=(
                 cdk.Duration.days(archive_retention_days) if archive_retention_days else None
@@ -154,8 +156,8 @@ class LogsStack(cdk.Stack):
         table_name: str,
         sort_key: dynamodb.AttributeType,
         removal: cdk.RemovalPolicy,
+        stream: dynamodb.StreamViewType | None = None,
     ) -> dynamodb.Table:
-        is_log = construct_id == "LogTable"
         return dynamodb.Table(
             self,
             construct_id,
@@ -163,7 +165,7 @@ class LogsStack(cdk.Stack):
             partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name="sk", type=sort_key),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            stream=dynamodb.StreamViewType.NEW_AND_OLD_IMAGES if is_log else None,
+            stream=stream,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),
@@ -189,7 +191,7 @@ class LogsStack(cdk.Stack):
         log_group = logs.LogGroup(
             self,
             f"{construct_id}-Logs",
-            log_group_name=f"/aws/lambda/{function_name}",
+            log_group_name=names.log_group_name(function_name),
             retention=LOG_RETENTION,
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
@@ -235,7 +237,7 @@ class LogsStack(cdk.Stack):
         self.publisher_failures = sqs.Queue(
             self,
             "PublisherFailures",
-            queue_name=f"dynamodb-logs-{self.stage}-publisher-failures",
+            queue_name=names.publisher_failures_queue_name(self.stage),
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=cdk.Duration.days(14),

@@ -23,7 +23,9 @@ __all__ = [
     "core_table_name",
     "function_arn",
     "function_name",
+    "log_group_name",
     "log_table_name",
+    "publisher_failures_queue_name",
     "region_from",
     "stack_name",
 ]
@@ -62,6 +64,16 @@ def log_table_name(stage: str) -> str:
 
 def core_table_name(stage: str) -> str:
     return f"{stage}-core"
+
+
+def log_group_name(full_function_name: str) -> str:
+    """Where Lambda writes a function's logs."""
+    return f"/aws/lambda/{full_function_name}"
+
+
+def publisher_failures_queue_name(stage: str) -> str:
+    """The SQS queue that gets the stream batches the publisher gave up on."""
+    return f"dynamodb-logs-{stage}-publisher-failures"
 
 
 def function_name(stage: str, name: str) -> str:

@@ -58,7 +58,13 @@ from bridge.core.failure import (
     failure_record,
     runtime_error,
 )
-from bridge.core.names import DEFAULT_REGION, LOCAL_ACCOUNT, function_arn, function_name
+from bridge.core.names import (
+    DEFAULT_REGION,
+    LOCAL_ACCOUNT,
+    function_arn,
+    function_name,
+    log_group_name,
+)
 from bridge.core.subscriptions import FunctionSpec
 
 __all__ = ["FunctionNotFoundError", "FunctionRuntime", "InvocationResult"]
@@ -644,7 +650,7 @@ class FunctionRuntime:
                 "AWS_LAMBDA_FUNCTION_NAME": function.full_name,
                 "AWS_LAMBDA_FUNCTION_VERSION": FUNCTION_VERSION,
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory),
-                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function.full_name}",
+                "AWS_LAMBDA_LOG_GROUP_NAME": log_group_name(function.full_name),
                 "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
                 "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
                 "LAMBDA_TASK_ROOT": str(self.project_root),
