@@ -104,8 +104,10 @@ def envelope(
     region: str = DEFAULT_REGION,
     event_id: str | None = None,
     time: datetime | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The event EventBridge delivers to targets for one accepted PutEvents entry."""
+    """The event EventBridge delivers to targets for one accepted PutEvents entry
+    (``detail``: the entry's ``Detail`` already parsed, if the caller has it)."""
     when = time or datetime.now(UTC)
     return {
         "version": "0",
@@ -116,5 +118,5 @@ def envelope(
         "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "region": region,
         "resources": list(entry.get("Resources") or []),
-        "detail": json.loads(entry["Detail"]),
+        "detail": json.loads(entry["Detail"]) if detail is None else detail,
     }

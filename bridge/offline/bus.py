@@ -236,6 +236,17 @@ def _required(field_name: str) -> dict[str, str]:
     )
 
 
+def _detail_of(entry: Any) -> Any:
+    """An entry's ``Detail`` parsed, or None when it is missing or not JSON."""
+    text = entry.get("Detail") if isinstance(entry, dict) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def _as_time(value: Any) -> datetime | None:
     """An entry's ``Time``: epoch seconds on the wire (boto3, CLI), a datetime in-process;
     one the archive can't store raises BridgeError."""
@@ -374,7 +385,8 @@ class Bus:
         return results
 
     def _put_one(self, entry: dict[str, Any]) -> dict[str, Any]:
-        problem = self._check_entry(entry)
+        detail = _detail_of(entry)  # parsed once: checked here, delivered in the envelope
+        problem = self._check_entry(entry, detail)
         if problem is not None:
             return problem
         try:
@@ -383,7 +395,8 @@ class Bus:
             return _entry_error(
                 "InvalidArgument", "Parameter Time is not valid. Reason: Time is malformed."
             )
-        event = envelope(entry, account=self.account, region=self.region, time=when)
+        event = envelope(entry, account=self.account, region=self.region, time=when,
+                         detail=detail)
         if self.archive is not None:
             try:
                 self.archive.add(event)
@@ -392,7 +405,7 @@ class Bus:
         self._dispatch(event, self.rules.values())
         return {"EventId": event["id"]}
 
-    def _check_entry(self, entry: Any) -> dict[str, str] | None:
+    def _check_entry(self, entry: Any, detail: Any) -> dict[str, str] | None:
         """AWS's per-entry checks, in AWS's order; None when the entry is fine."""
         if not isinstance(entry, dict):
             return _entry_error("InvalidArgument", "Parameter Entry is not valid.")
@@ -400,10 +413,6 @@ class Bus:
             value = entry.get(name)
             if not value or not isinstance(value, str):
                 return _required(name)
-        try:
-            detail = json.loads(entry["Detail"])
-        except ValueError:
-            detail = None
         if not isinstance(detail, dict):
             return _entry_error("MalformedDetail", "Detail is malformed.")
         if entry["Source"].startswith("aws."):
