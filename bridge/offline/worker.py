@@ -284,18 +284,18 @@ def serve(handler: str, project_root: str, protocol_in: IO[str], protocol_out: I
     sandbox.load()
     if sandbox.init_error is not None:
         _log_error(sandbox.init_error)
-    ready = {"ready": True, "watch": watcher.new_files(), "init_error": sandbox.init_error}
-    protocol_out.write(json.dumps(ready) + "\n")
+    # The runtime reads only the watch report here: an init error is reported when
+    # an invocation meets it, as Lambda does.
+    protocol_out.write(json.dumps({"watch": watcher.new_files()}) + "\n")
     for line in protocol_in:
         if not line.strip():
             continue
         reply = sandbox.invoke(json.loads(line))
-        watch = json.dumps(watcher.new_files())
+        watch = watcher.new_files()
         if isinstance(reply, dict):
-            reply["watch"] = json.loads(watch)
-            protocol_out.write(json.dumps(reply) + "\n")
+            protocol_out.write(json.dumps({**reply, "watch": watch}) + "\n")
         else:  # a success reply, already encoded: append the watch report
-            protocol_out.write(f'{reply[:-1]}, "watch": {watch}}}\n')
+            protocol_out.write(f'{reply[:-1]}, "watch": {json.dumps(watch)}}}\n')
     return 0
 
 
