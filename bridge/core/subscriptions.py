@@ -324,9 +324,7 @@ class _Parser:
             raise self.fail(path, f'must be "module.function", got {_show(value)}')
         return value
 
-    def function(
-        self, name: str, value: Any, defaults: dict[str, Any]
-    ) -> tuple[dict[str, Any], str | None]:
+    def function(self, name: str, value: Any, defaults: dict[str, Any]) -> dict[str, Any]:
         path = ("functions", name)
         if not _NAME.match(name):
             raise self.fail(path, "names are 1-40 letters, digits, - and _, letter or digit first")
@@ -349,7 +347,7 @@ class _Parser:
         if on_failure is not None and not isinstance(on_failure, str):
             raise self.fail((*path, "on_failure"), f"must be a string, got {_kind(on_failure)}")
         fields["on_failure"] = on_failure
-        return fields, on_failure
+        return fields
 
     def check_failure_targets(self, targets: dict[str, str | None]) -> None:
         for name, target in targets.items():
@@ -388,11 +386,8 @@ class _Parser:
             self.no_unknown_keys(table, ("defaults",), _DEFAULTS_KEYS)
             defaults = self.settings(table, ("defaults",))
         functions = self.table(document.get("functions", {}), ("functions",))
-        fields: dict[str, dict[str, Any]] = {}
-        targets: dict[str, str | None] = {}
-        for name, value in functions.items():
-            fields[name], targets[name] = self.function(name, value, defaults)
-        self.check_failure_targets(targets)
+        fields = {name: self.function(name, value, defaults) for name, value in functions.items()}
+        self.check_failure_targets({name: f["on_failure"] for name, f in fields.items()})
         specs = {name: FunctionSpec(**values) for name, values in fields.items()}
         return Subscriptions(functions=specs, source=self.source)
 
