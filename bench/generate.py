@@ -47,7 +47,9 @@ def main() -> None:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "bridge.offline.dynamodb", "--port", str(port)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         server.stdout.readline()  # the URL: the server is up
@@ -68,8 +70,10 @@ def main() -> None:
         server.wait()
     print(f"events: {result.events} ({args.users} users × 4)")
     print(f"sequential put_item loop:          {baseline:8.0f} events/s")
-    print(f"bridge generate (concurrency {args.concurrency:>2}): "
-          f"{result.events_per_second:8.0f} events/s")
+    print(
+        f"bridge generate (concurrency {args.concurrency:>2}): "
+        f"{result.events_per_second:8.0f} events/s"
+    )
     print(f"ratio: {result.events_per_second / baseline:.2f}x (target >= 1.5x)")
 
 

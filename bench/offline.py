@@ -41,7 +41,7 @@ retry_attempts = 0
 environment = { SEEN_FILE = "%s" }
 """
 
-HANDLER = '''
+HANDLER = """
 import json, os, time
 
 def handler(event, context):
@@ -49,17 +49,33 @@ def handler(event, context):
     key = event["detail"]["key"]
     with open(os.environ["SEEN_FILE"], "a") as out:
         out.write(json.dumps({"pk": key["pk"], "sk": key["sk"], "t": seen}) + "\\n")
-'''
+"""
 
 
 def start_offline(workdir: Path, ports: dict[str, int]) -> subprocess.Popen:
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("bridge")), "offline", "--json",
-         "--dynamodb-port", str(ports["dynamodb"]), "--events-port", str(ports["events"]),
-         "--ws-port", str(ports["ws"]), "--quiet"],
-        cwd=workdir, stdout=subprocess.PIPE, text=True, env=env,
+        [
+            str(Path(sys.executable).with_name("bridge")),
+            "offline",
+            "--json",
+            "--dynamodb-port",
+            str(ports["dynamodb"]),
+            "--events-port",
+            str(ports["events"]),
+            "--ws-port",
+            str(ports["ws"]),
+            "--quiet",
+        ],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     if not process.stdout.readline():
         raise SystemExit("bridge offline did not start")
@@ -119,19 +135,32 @@ def main() -> None:
         offline = start_offline(workdir, ports)
         try:
             table = boto3.resource(
-                "dynamodb", endpoint_url=f"http://127.0.0.1:{ports['dynamodb']}",
-                region_name="us-east-1", aws_access_key_id="local",
+                "dynamodb",
+                endpoint_url=f"http://127.0.0.1:{ports['dynamodb']}",
+                region_name="us-east-1",
+                aws_access_key_id="local",
                 aws_secret_access_key="local",
             ).Table("local-dynamodb-logs")
             latencies = sorted(measure_latency(LogStore(table), seen_file, args.appends))
 
-            entries = [{"Source": "bench.intake", "DetailType": "tick",
-                        "Detail": json.dumps({"n": n}), "EventBusName": "dynamodb-log"}
-                       for n in range(10)]
-            put_events = ("POST", "/", json.dumps({"Entries": entries}).encode(), {
-                "Content-Type": "application/x-amz-json-1.1",
-                "X-Amz-Target": "AWSEvents.PutEvents",
-            })
+            entries = [
+                {
+                    "Source": "bench.intake",
+                    "DetailType": "tick",
+                    "Detail": json.dumps({"n": n}),
+                    "EventBusName": "dynamodb-log",
+                }
+                for n in range(10)
+            ]
+            put_events = (
+                "POST",
+                "/",
+                json.dumps({"Entries": entries}).encode(),
+                {
+                    "Content-Type": "application/x-amz-json-1.1",
+                    "X-Amz-Target": "AWSEvents.PutEvents",
+                },
+            )
             health = ("GET", "/health", b"", {})
             noop = round_trips(ports["events"], args.calls, health)
             intake = round_trips(ports["events"], args.calls, put_events)
@@ -141,14 +170,19 @@ def main() -> None:
 
     p50 = statistics.median(latencies)
     p99 = latencies[int(len(latencies) * 0.99) - 1]
-    print(f"append → handler latency over {len(latencies)} appends: "
-          f"p50 {p50:.0f} ms (target ≤ 100), p99 {p99:.0f} ms (target ≤ 300), "
-          f"max {latencies[-1]:.0f} ms")
+    print(
+        f"append → handler latency over {len(latencies)} appends: "
+        f"p50 {p50:.0f} ms (target ≤ 100), p99 {p99:.0f} ms (target ≤ 300), "
+        f"max {latencies[-1]:.0f} ms"
+    )
     print(f"no-op HTTP round trip (GET /health):   {noop:8.0f} calls/s")
-    print(f"PutEvents, 10 entries per call:        {intake:8.0f} calls/s = "
-          f"{intake * 10:.0f} events/s")
-    print(f"ratio: PutEvents call / no-op call = {intake / noop:.2f} "
-          f"(1.00 would mean intake costs nothing beyond HTTP)")
+    print(
+        f"PutEvents, 10 entries per call:        {intake:8.0f} calls/s = {intake * 10:.0f} events/s"
+    )
+    print(
+        f"ratio: PutEvents call / no-op call = {intake / noop:.2f} "
+        f"(1.00 would mean intake costs nothing beyond HTTP)"
+    )
 
 
 if __name__ == "__main__":

@@ -52,9 +52,7 @@ SCHEMA = (
 )
 LOCKED_RETRIES = 30  # each also waits busy_timeout: minutes before a batch is given up
 PRAGMAS = ("PRAGMA journal_mode=WAL", f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-INSERT = (
-    "INSERT OR IGNORE INTO events (id, createdAt, log, type, event) VALUES (?, ?, ?, ?, ?)"
-)
+INSERT = "INSERT OR IGNORE INTO events (id, createdAt, log, type, event) VALUES (?, ?, ?, ?, ?)"
 
 PathLike = str | os.PathLike[str]
 Row = tuple[str, str, str | None, str | None, str]
@@ -251,8 +249,7 @@ def read_page(
         params += list(after)
     with _reader(path) as conn:
         rows = conn.execute(
-            f"SELECT seq, createdAt, event FROM events WHERE {sql} "
-            "ORDER BY createdAt, seq LIMIT ?",
+            f"SELECT seq, createdAt, event FROM events WHERE {sql} ORDER BY createdAt, seq LIMIT ?",
             [*params, limit],
         ).fetchall()
     return [Archived(seq, created, json.loads(text)) for seq, created, text in rows]

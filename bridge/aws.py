@@ -30,8 +30,11 @@ def default_region() -> str:
 
 def local_endpoint(service: str, default: str) -> str:
     """``AWS_ENDPOINT_URL_{SERVICE}`` (or ``AWS_ENDPOINT_URL``) when set, else ``default``."""
-    return (os.environ.get(f"AWS_ENDPOINT_URL_{service}") or os.environ.get("AWS_ENDPOINT_URL")
-            or default)
+    return (
+        os.environ.get(f"AWS_ENDPOINT_URL_{service}")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or default
+    )
 
 
 def is_loopback(url: str | None) -> bool:

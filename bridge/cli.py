@@ -39,11 +39,14 @@ def aws_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options every command takes: where to point, and how to print."""
 
     @click.option("--stage", default="local", show_default=True, help="Deployment stage.")
-    @click.option("--endpoint-url",
-                  help="DynamoDB endpoint. Stage local defaults to $AWS_ENDPOINT_URL_DYNAMODB "
-                  "if set, else http://127.0.0.1:8000; other stages use AWS.")
-    @click.option("--region", help="AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION, "
-                  "else us-east-1).")
+    @click.option(
+        "--endpoint-url",
+        help="DynamoDB endpoint. Stage local defaults to $AWS_ENDPOINT_URL_DYNAMODB "
+        "if set, else http://127.0.0.1:8000; other stages use AWS.",
+    )
+    @click.option(
+        "--region", help="AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1)."
+    )
     @click.option("--profile", help="AWS profile for credentials (not needed for stage local).")
     @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
     @functools.wraps(command)
@@ -120,9 +123,11 @@ def tables_create(target: Target, as_json: bool) -> None:
     if not target.local_endpoint:
         # In AWS the tables belong to the stack (`bridge deploy`); made here, they would
         # block that deploy with "already exists".
-        raise BridgeError(f"`tables create` is for local endpoints; stage {target.stage}'s "
-                          "tables in AWS come with `bridge deploy --stage "
-                          f"{target.stage}`")
+        raise BridgeError(
+            f"`tables create` is for local endpoints; stage {target.stage}'s "
+            "tables in AWS come with `bridge deploy --stage "
+            f"{target.stage}`"
+        )
     created = create_tables(target.dynamodb(), target.log_table, target.core_table)
     tables_ = [target.log_table, target.core_table]
     if as_json:
@@ -155,14 +160,22 @@ def parse_payload(text: str) -> dict[str, Any]:
 @click.argument("log")
 @click.argument("id")
 @click.argument("type")
-@click.option("--payload", required=True,
-              help="The event payload, a JSON object with 'id'; @file.json or - for stdin.")
+@click.option(
+    "--payload",
+    required=True,
+    help="The event payload, a JSON object with 'id'; @file.json or - for stdin.",
+)
 @click.option(
     "--expected-version", type=click.IntRange(min=0), help="Fail unless this is the latest version."
 )
 @aws_options
 def append(
-    target: Target, as_json: bool, log: str, id: str, type: str, payload: str,
+    target: Target,
+    as_json: bool,
+    log: str,
+    id: str,
+    type: str,
+    payload: str,
     expected_version: int | None,
 ) -> None:
     """Append one event to the stream LOG#ID and print its new version.
@@ -210,21 +223,38 @@ def query(target: Target, as_json: bool, log: str, id: str | None, after: int) -
     shown = 0
     for item in items:
         shown += 1
-        table.add_row(*cells(item.log, item.id, item.version, item.type,
-                             json.dumps(item.payload, ensure_ascii=False)))
+        table.add_row(
+            *cells(
+                item.log,
+                item.id,
+                item.version,
+                item.type,
+                json.dumps(item.payload, ensure_ascii=False),
+            )
+        )
     if not shown:
-        click.echo(f"no events in {log}" + (f"#{id}" if id else "") + (
-            f" after version {after}" if after else ""), err=True)
+        click.echo(
+            f"no events in {log}"
+            + (f"#{id}" if id else "")
+            + (f" after version {after}" if after else ""),
+            err=True,
+        )
         return
     output().print(table)
 
 
 @cli.command()
-@click.option("--users", type=click.IntRange(min=1), default=100, show_default=True,
-              help="How many fake users (4 events each).")
+@click.option(
+    "--users",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="How many fake users (4 events each).",
+)
 @click.option("--seed", type=int, help="Make the fake data reproducible.")
 @click.option(
-    "--concurrency", type=click.IntRange(min=1, max=64),
+    "--concurrency",
+    type=click.IntRange(min=1, max=64),
     help="Parallel batch writers (default: 2 for a local endpoint, 16 for AWS).",
 )
 @aws_options
@@ -243,15 +273,24 @@ def generate(
         concurrency = 2 if target.local_endpoint else 16
     result = run_generate(target, users, seed, concurrency, progress=not as_json)
     if as_json:
-        emit({"users": result.users, "events": result.events, "seconds": round(result.seconds, 3),
-              "events_per_second": round(result.events_per_second, 1),
-              "skipped_users": result.skipped})
+        emit(
+            {
+                "users": result.users,
+                "events": result.events,
+                "seconds": round(result.seconds, 3),
+                "events_per_second": round(result.events_per_second, 1),
+                "skipped_users": result.skipped,
+            }
+        )
     else:
-        click.echo(f"wrote {result.events} events for {result.users} users "
-                   f"in {result.seconds:.2f} s ({result.events_per_second:.0f} events/s)")
+        click.echo(
+            f"wrote {result.events} events for {result.users} users "
+            f"in {result.seconds:.2f} s ({result.events_per_second:.0f} events/s)"
+        )
         if result.skipped:
-            click.echo(f"left {result.skipped} users alone: they exist already (same --seed "
-                       "as before?)")
+            click.echo(
+                f"left {result.skipped} users alone: they exist already (same --seed as before?)"
+            )
 
 
 def run_generate(target: Target, users: int, seed: int | None, concurrency: int, progress: bool):
@@ -267,15 +306,23 @@ def run_generate(target: Target, users: int, seed: int | None, concurrency: int,
     total = users * len(USER_EVENT_TYPES)
     with Progress(console=console, disable=not progress, transient=True) as bar:
         task = bar.add_task("writing events", total=total)
-        return write_users(make_table, fake_users(users, seed), concurrency,
-                           on_events=lambda n: bar.advance(task, n))
+        return write_users(
+            make_table,
+            fake_users(users, seed),
+            concurrency,
+            on_events=lambda n: bar.advance(task, n),
+        )
 
 
 @cli.command()
-@click.option("--users", type=click.IntRange(min=1), default=100, show_default=True,
-              help="How many fake users (4 events each).")
-@click.option("--seed", type=int, default=1, show_default=True,
-              help="Same seed, same users.")
+@click.option(
+    "--users",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="How many fake users (4 events each).",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same users.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo(users: int, seed: int, as_json: bool) -> None:
     """Run the pipeline on this machine: embedded DynamoDB, fake users, read back.
@@ -294,40 +341,93 @@ def demo(users: int, seed: int, as_json: bool) -> None:
 @cli.command()
 @click.option("--stage", default="local", show_default=True, help="Stage the tables are named for.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--dynamodb-port", type=PORT, default=8000, show_default=True,
-              help="Embedded DynamoDB and DynamoDB Streams endpoint.")
-@click.option("--events-port", type=PORT, default=4010, show_default=True,
-              help="EventBridge endpoint (and the Lambda Invoke API).")
-@click.option("--ws-port", type=PORT, default=3001, show_default=True,
-              help="WebSocket gateway and its @connections management API.")
-@click.option("--dynamodb-endpoint", help="Use this DynamoDB (e.g. DynamoDB Local) instead of "
-              "the embedded one.")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("db"),
-              show_default=True, help="SQLite file: archive, checkpoints, table snapshot.")
-@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
-              help="Subscriptions definition (default: ./dynamodb-logs.toml, else the built-in).")
-@click.option("--region", default=default_region, show_default="$AWS_REGION, "
-              "$AWS_DEFAULT_REGION, else us-east-1",
-              help="Region of the local tables, bus and functions (as the other commands use).")
-@click.option("--batch-window", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Seconds to gather stream records before invoking the publisher.")
-@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0,
-              show_default=True,
-              help="WebSocket idle timeout in seconds (API Gateway: 600).")
-@click.option("--max-connection-age", type=click.FloatRange(min=0, min_open=True),
-              default=7200.0, show_default=True,
-              help="WebSocket maximum connection age in seconds (API Gateway: 7200).")
-@click.option("--autosave", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              metavar="SECONDS", help="Save the embedded tables after this many quiet seconds, "
-              "so a crash loses little (0: save only at a clean stop).")
+@click.option(
+    "--dynamodb-port",
+    type=PORT,
+    default=8000,
+    show_default=True,
+    help="Embedded DynamoDB and DynamoDB Streams endpoint.",
+)
+@click.option(
+    "--events-port",
+    type=PORT,
+    default=4010,
+    show_default=True,
+    help="EventBridge endpoint (and the Lambda Invoke API).",
+)
+@click.option(
+    "--ws-port",
+    type=PORT,
+    default=3001,
+    show_default=True,
+    help="WebSocket gateway and its @connections management API.",
+)
+@click.option(
+    "--dynamodb-endpoint",
+    help="Use this DynamoDB (e.g. DynamoDB Local) instead of the embedded one.",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("db"),
+    show_default=True,
+    help="SQLite file: archive, checkpoints, table snapshot.",
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Subscriptions definition (default: ./dynamodb-logs.toml, else the built-in).",
+)
+@click.option(
+    "--region",
+    default=default_region,
+    show_default="$AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1",
+    help="Region of the local tables, bus and functions (as the other commands use).",
+)
+@click.option(
+    "--batch-window",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to gather stream records before invoking the publisher.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="WebSocket idle timeout in seconds (API Gateway: 600).",
+)
+@click.option(
+    "--max-connection-age",
+    type=click.FloatRange(min=0, min_open=True),
+    default=7200.0,
+    show_default=True,
+    help="WebSocket maximum connection age in seconds (API Gateway: 7200).",
+)
+@click.option(
+    "--autosave",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Save the embedded tables after this many quiet seconds, "
+    "so a crash loses little (0: save only at a clean stop).",
+)
 @click.option("--iam-auth", is_flag=True, help="Require SigV4-signed URLs on $connect.")
-@click.option("--ws-route", "ws_routes", multiple=True, metavar="ROUTE=module.handler",
-              help="A WebSocket route and its handler, e.g. '$default=app.ws.handler'.")
+@click.option(
+    "--ws-route",
+    "ws_routes",
+    multiple=True,
+    metavar="ROUTE=module.handler",
+    help="A WebSocket route and its handler, e.g. '$default=app.ws.handler'.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoints as one JSON line.")
 @click.option("-v", "--verbose", is_flag=True, help="Log everything, HTTP requests included.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings only (not every invocation).")
-def offline(as_json: bool, verbose: bool, quiet: bool, ws_routes: tuple[str, ...],
-            **options: Any) -> None:
+def offline(
+    as_json: bool, verbose: bool, quiet: bool, ws_routes: tuple[str, ...], **options: Any
+) -> None:
     """Run the whole pipeline on this machine until Ctrl-C: no Docker, no AWS.
 
     \b
@@ -358,10 +458,18 @@ def offline(as_json: bool, verbose: bool, quiet: bool, ws_routes: tuple[str, ...
 
 
 @cli.command()
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=Path("db"),
-              show_default=True, help="The local SQLite file.")
-@click.option("--dynamodb-endpoint", help="Also delete the stage's tables at this local "
-              "endpoint (the one given to `bridge offline --dynamodb-endpoint`).")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("db"),
+    show_default=True,
+    help="The local SQLite file.",
+)
+@click.option(
+    "--dynamodb-endpoint",
+    help="Also delete the stage's tables at this local "
+    "endpoint (the one given to `bridge offline --dynamodb-endpoint`).",
+)
 @click.option("--stage", default="local", show_default=True, help="Whose tables to delete.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def clean(db: Path, dynamodb_endpoint: str | None, stage: str, yes: bool) -> None:
@@ -383,8 +491,10 @@ def clean(db: Path, dynamodb_endpoint: str | None, stage: str, yes: bool) -> Non
     if dynamodb_endpoint:
         check_url("--dynamodb-endpoint", dynamodb_endpoint)
         if not is_loopback(dynamodb_endpoint):
-            raise BridgeError(f"{dynamodb_endpoint} is not on this machine: `bridge clean` only "
-                              "deletes local tables")
+            raise BridgeError(
+                f"{dynamodb_endpoint} is not on this machine: `bridge clean` only "
+                "deletes local tables"
+            )
         target = Target(stage=stage, endpoint_url=dynamodb_endpoint)
     clean_local_data(db, yes, target)
 
@@ -422,18 +532,29 @@ def failures_list(target: Target, as_json: bool) -> None:
         return
     table = Table("request id", "function", "when", "attempts", "error", "status")
     for f in found:
-        table.add_row(*cells(f.request_id, f.function_name, f.timestamp, f.invoke_count,
-                             f"{f.error_type}: {f.error_message}", f.status))
+        table.add_row(
+            *cells(
+                f.request_id,
+                f.function_name,
+                f.timestamp,
+                f.invoke_count,
+                f"{f.error_type}: {f.error_message}",
+                f.status,
+            )
+        )
     output().print(table)
 
 
 @failures.command("retry")
 @click.argument("request_id")
-@click.option("--lambda-endpoint-url",
-              help="Lambda endpoint (default for a local stage: bridge offline's :4010).")
+@click.option(
+    "--lambda-endpoint-url",
+    help="Lambda endpoint (default for a local stage: bridge offline's :4010).",
+)
 @aws_options
-def failures_retry(target: Target, as_json: bool, request_id: str,
-                   lambda_endpoint_url: str | None) -> None:
+def failures_retry(
+    target: Target, as_json: bool, request_id: str, lambda_endpoint_url: str | None
+) -> None:
     """Invoke the failed function again (asynchronously) with the original event.
 
     \b
@@ -455,32 +576,56 @@ def failures_retry(target: Target, as_json: bool, request_id: str,
         emit(result)
     else:
         again = result["retries"]
-        click.echo(f"re-invoked {result['functionName']} with the event of failed request "
-                   f"{result['requestId']} (retry {again}"
-                   + (": it had been retried before)" if again > 1 else ")"))
+        click.echo(
+            f"re-invoked {result['functionName']} with the event of failed request "
+            f"{result['requestId']} (retry {again}"
+            + (": it had been retried before)" if again > 1 else ")")
+        )
 
 
 def stack_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """What synth, deploy and destroy share."""
-    for option in reversed([
-        click.option("--stage", required=True, help="The stage (e.g. dev, prod)."),
-        click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Subscriptions definition (default: ./dynamodb-logs.toml)."),
-    ]):
+    for option in reversed(
+        [
+            click.option("--stage", required=True, help="The stage (e.g. dev, prod)."),
+            click.option(
+                "--config",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Subscriptions definition (default: ./dynamodb-logs.toml).",
+            ),
+        ]
+    ):
         command = option(command)
     return command
 
 
 @cli.command()
 @stack_options
-@click.option("--out", "outdir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("cdk.out"), show_default=True, help="Where templates go.")
-@click.option("--archive-retention-days", type=click.IntRange(min=0), default=90,
-              show_default=True, help="Archive retention; 0 keeps events forever.")
+@click.option(
+    "--out",
+    "outdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("cdk.out"),
+    show_default=True,
+    help="Where templates go.",
+)
+@click.option(
+    "--archive-retention-days",
+    type=click.IntRange(min=0),
+    default=90,
+    show_default=True,
+    help="Archive retention; 0 keeps events forever.",
+)
 @click.option("--no-retain-data", is_flag=True, help="Delete the tables with the stack.")
 @click.option("--json", "as_json", is_flag=True, help="Print the template paths as JSON.")
-def synth(stage: str, config: Path | None, outdir: Path, archive_retention_days: int,
-          no_retain_data: bool, as_json: bool) -> None:
+def synth(
+    stage: str,
+    config: Path | None,
+    outdir: Path,
+    archive_retention_days: int,
+    no_retain_data: bool,
+    as_json: bool,
+) -> None:
     """Write the CloudFormation templates of dynamodb-logs-{stage} (no AWS needed).
 
     \b
@@ -489,10 +634,16 @@ def synth(stage: str, config: Path | None, outdir: Path, archive_retention_days:
     """
     from bridge.deploy import synth as synthesize
 
-    with console.status(f"synthesizing {stack_name(stage)} (jsii and Node.js: ~10 s) …",
-                        spinner="dots") if not as_json else contextlib.nullcontext():
-        templates = synthesize(stage, outdir, config, archive_retention_days,
-                               retain_data=not no_retain_data)
+    with (
+        console.status(
+            f"synthesizing {stack_name(stage)} (jsii and Node.js: ~10 s) …", spinner="dots"
+        )
+        if not as_json
+        else contextlib.nullcontext()
+    ):
+        templates = synthesize(
+            stage, outdir, config, archive_retention_days, retain_data=not no_retain_data
+        )
     if as_json:
         emit({"templates": [str(t) for t in templates]})
     else:
@@ -504,12 +655,24 @@ def synth(stage: str, config: Path | None, outdir: Path, archive_retention_days:
 @stack_options
 @click.option("--profile", help="AWS profile to deploy with.")
 @click.option("--region", help="AWS region (default: the profile's).")
-@click.option("--archive-retention-days", type=click.IntRange(min=0), default=90,
-              show_default=True, help="Archive retention; 0 keeps events forever.")
+@click.option(
+    "--archive-retention-days",
+    type=click.IntRange(min=0),
+    default=90,
+    show_default=True,
+    help="Archive retention; 0 keeps events forever.",
+)
 @click.option("--yes", is_flag=True, help="Approve IAM changes without asking.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stack outputs as JSON.")
-def deploy(stage: str, config: Path | None, profile: str | None, region: str | None,
-           archive_retention_days: int, yes: bool, as_json: bool) -> None:
+def deploy(
+    stage: str,
+    config: Path | None,
+    profile: str | None,
+    region: str | None,
+    archive_retention_days: int,
+    yes: bool,
+    as_json: bool,
+) -> None:
     """Deploy dynamodb-logs-{stage} to AWS with the CDK CLI (through npx).
 
     \b
@@ -519,8 +682,14 @@ def deploy(stage: str, config: Path | None, profile: str | None, region: str | N
     """
     from bridge.deploy import deploy as run_deploy
 
-    outputs = run_deploy(stage, config_path=config, retention_days=archive_retention_days,
-                         profile=profile, region=region, approve=yes)
+    outputs = run_deploy(
+        stage,
+        config_path=config,
+        retention_days=archive_retention_days,
+        profile=profile,
+        region=region,
+        approve=yes,
+    )
     if as_json:
         emit(outputs)
     else:
@@ -557,16 +726,20 @@ def error_line(error: BaseException) -> tuple[str, int]:
         return "no AWS region: pass --region or set AWS_REGION", 1
     if isinstance(error, EndpointConnectionError):
         url = urlparse(error.kwargs.get("endpoint_url") or "")
-        return (f"cannot reach {url.scheme}://{url.netloc}: is `bridge offline` (or your own "
-                "endpoint) running there? Point commands elsewhere with their endpoint "
-                "option or the AWS_ENDPOINT_URL_* lines `bridge offline` prints"), 1
+        return (
+            f"cannot reach {url.scheme}://{url.netloc}: is `bridge offline` (or your own "
+            "endpoint) running there? Point commands elsewhere with their endpoint "
+            "option or the AWS_ENDPOINT_URL_* lines `bridge offline` prints"
+        ), 1
     if isinstance(error, ClientError):
         code = error.response["Error"]["Code"]
         message = error.response["Error"].get("Message", "")
         if message.lstrip().startswith("<"):  # an HTML error page, not an AWS error
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", code)
-            return (f"the endpoint failed with HTTP {status} (a region it does not "
-                    "serve? check --region)"), 1
+            return (
+                f"the endpoint failed with HTTP {status} (a region it does not "
+                "serve? check --region)"
+            ), 1
         if code == "ResourceNotFoundException":
             return f"{message or 'table not found'} (create it with `bridge tables create`)", 1
         return f"{code}: {message}", 1

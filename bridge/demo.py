@@ -33,35 +33,42 @@ async def _demo(users: int, seed: int, progress: bool, db: Path) -> dict[str, An
 
     out = Console(quiet=not progress, soft_wrap=True)
     subscriptions = load(None)
-    options = OfflineOptions(dynamodb_port=0, events_port=0, ws_port=0, db=db,
-                             keep_tables=False)  # all of it goes with the temporary folder
+    options = OfflineOptions(
+        dynamodb_port=0, events_port=0, ws_port=0, db=db, keep_tables=False
+    )  # all of it goes with the temporary folder
     cloud = LocalCloud(options, subscriptions, project_root(subscriptions))
     await cloud.start()
     try:
-        out.print(f"[bold]1.[/] local cloud up: DynamoDB {cloud.dynamodb_url}, "
-                  f"EventBridge {cloud.events_url}, WebSocket {cloud.ws_url}")
-        target = Target(stage="local", endpoint_url=cloud.dynamodb_url,
-                        region=cloud.options.region)
+        out.print(
+            f"[bold]1.[/] local cloud up: DynamoDB {cloud.dynamodb_url}, "
+            f"EventBridge {cloud.events_url}, WebSocket {cloud.ws_url}"
+        )
+        target = Target(stage="local", endpoint_url=cloud.dynamodb_url, region=cloud.options.region)
         result = await asyncio.to_thread(run_generate, target, users, seed, 2, progress)
-        out.print(f"[bold]2.[/] wrote {result.events} events for {result.users} users to "
-                  f"{target.log_table} ({result.events_per_second:.0f} events/s)")
+        out.print(
+            f"[bold]2.[/] wrote {result.events} events for {result.users} users to "
+            f"{target.log_table} ({result.events_per_second:.0f} events/s)"
+        )
         core = target.dynamodb().Table(target.core_table)
         start = time.perf_counter()
         projected = await _wait_for_users(core, users, deadline=start + 120)
         seconds = time.perf_counter() - start
         await cloud.runtime.drain()
         await cloud.archive.flush()
-        out.print(f"[bold]3.[/] stream → publisher → bus: {cloud.poller.published} records "
-                  f"published, {cloud.bus.accepted} events on bus dynamodb-log")
-        out.print(f"[bold]4.[/] users projection: {projected} users at version 4 in "
-                  f"{target.core_table} ({seconds:.1f} s after the last write)")
+        out.print(
+            f"[bold]3.[/] stream → publisher → bus: {cloud.poller.published} records "
+            f"published, {cloud.bus.accepted} events on bus dynamodb-log"
+        )
+        out.print(
+            f"[bold]4.[/] users projection: {projected} users at version 4 in "
+            f"{target.core_table} ({seconds:.1f} s after the last write)"
+        )
         archived = archived_count(db)
         out.print(f"[bold]5.[/] archive: {archived} events in the SQLite events table")
         store = LogStore(target.dynamodb().Table(target.log_table))
         ids = store.ids("users")
         complete = sum(store.versions("users", id) == [1, 2, 3, 4] for id in ids)
-        out.print(f"[bold]6.[/] read back {len(ids)} users, {complete} with versions 1–4 in "
-                  "order")
+        out.print(f"[bold]6.[/] read back {len(ids)} users, {complete} with versions 1–4 in order")
         sample = core.get_item(Key={"pk": f"users#{ids[0]}", "sk": "profile"}).get("Item")
         if sample:
             out.print(f"     e.g. {from_dynamo(sample)}")

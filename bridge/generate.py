@@ -61,14 +61,15 @@ def write_users(
 
     def write(chunk: list[list[FakeEvent]]) -> tuple[int, int, int]:
         keys = [stream_key(events[0].log, events[0].id) for events in chunk]
-        found = store().existing([(key, v) for key, events in zip(keys, chunk, strict=True)
-                                  for v in (1, len(events))])
+        found = store().existing(
+            [(key, v) for key, events in zip(keys, chunk, strict=True) for v in (1, len(events))]
+        )
         todo = []
         for key, events in zip(keys, chunk, strict=True):
             if (key, len(events)) in found:
                 continue  # written whole by an earlier run
             if (key, 1) in found:  # a run stopped between waves: go on from its next version
-                events = events[store().version(events[0].log, events[0].id):]
+                events = events[store().version(events[0].log, events[0].id) :]
             todo.append(events)
         skipped = len(chunk) - len(todo)
         on_events(sum(map(len, chunk)) - sum(map(len, todo)))  # the bar counts them as done

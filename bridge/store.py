@@ -111,15 +111,20 @@ class LogStore:
         client = self.table.meta.client
         found: set[tuple[str, int]] = set()
         for start in range(0, len(keys), 100):
-            pending: dict[str, Any] = {self.table.name: {
-                "Keys": [{"pk": pk, "sk": version} for pk, version in keys[start : start + 100]],
-                "ProjectionExpression": "pk, sk",
-                "ConsistentRead": True,
-            }}
+            pending: dict[str, Any] = {
+                self.table.name: {
+                    "Keys": [
+                        {"pk": pk, "sk": version} for pk, version in keys[start : start + 100]
+                    ],
+                    "ProjectionExpression": "pk, sk",
+                    "ConsistentRead": True,
+                }
+            }
             for attempt in range(MAX_RACE_RETRIES):
                 response = client.batch_get_item(RequestItems=pending)
-                found.update((i["pk"], int(i["sk"]))
-                             for i in response["Responses"].get(self.table.name, []))
+                found.update(
+                    (i["pk"], int(i["sk"])) for i in response["Responses"].get(self.table.name, [])
+                )
                 pending = response.get("UnprocessedKeys") or {}
                 if not pending:
                     break

@@ -118,7 +118,10 @@ class LogsStack(cdk.Stack):
         removal = cdk.RemovalPolicy.RETAIN if retain_data else cdk.RemovalPolicy.DESTROY
 
         self.log_table = self._table(
-            "LogTable", names.log_table_name(stage), dynamodb.AttributeType.NUMBER, removal,
+            "LogTable",
+            names.log_table_name(stage),
+            dynamodb.AttributeType.NUMBER,
+            removal,
             stream=dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,  # what the publisher reads
         )
         self.core_table = self._table(

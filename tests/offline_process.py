@@ -24,14 +24,22 @@ def _ignore_hangup() -> None:
 
 
 class OfflineProcess:
-    def __init__(self, cwd: Path, *args: str, ports: dict[str, int] | None = None,
-                 env: dict[str, str] | None = None, ignore_hangup: bool = False) -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        *args: str,
+        ports: dict[str, int] | None = None,
+        env: dict[str, str] | None = None,
+        ignore_hangup: bool = False,
+    ) -> None:
         self.cwd = cwd
         self.args = args
         self.env = {**os.environ, **LOCAL_ENV, **(env or {})}
         self.ignore_hangup = ignore_hangup  # started as `nohup` starts it
         self.ports = ports or {
-            "dynamodb": free_port(), "events": free_port(), "ws": free_port(),
+            "dynamodb": free_port(),
+            "events": free_port(),
+            "ws": free_port(),
         }
         self.process: subprocess.Popen | None = None
         # A file, not a pipe: an unread pipe fills up and blocks the process's logging.
@@ -44,11 +52,22 @@ class OfflineProcess:
 
     def start(self) -> OfflineProcess:
         self.process = subprocess.Popen(
-            [str(BRIDGE), "offline", "--json",
-             "--dynamodb-port", str(self.ports["dynamodb"]),
-             "--events-port", str(self.ports["events"]),
-             "--ws-port", str(self.ports["ws"]), *self.args],
-            cwd=self.cwd, stdout=subprocess.PIPE, stderr=self.log.open("a"), text=True,
+            [
+                str(BRIDGE),
+                "offline",
+                "--json",
+                "--dynamodb-port",
+                str(self.ports["dynamodb"]),
+                "--events-port",
+                str(self.ports["events"]),
+                "--ws-port",
+                str(self.ports["ws"]),
+                *self.args,
+            ],
+            cwd=self.cwd,
+            stdout=subprocess.PIPE,
+            stderr=self.log.open("a"),
+            text=True,
             env=self.env,
             preexec_fn=_ignore_hangup if self.ignore_hangup else None,
         )

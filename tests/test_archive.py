@@ -121,8 +121,7 @@ async def test_readable_by_other_connections_while_writing(db: Path) -> None:
             conn.close()
         # another process reads the file while the writer still holds it open
         code = (
-            "import sys; from bridge import archive; "
-            "print(archive.count(sys.argv[1], log='users'))"
+            "import sys; from bridge import archive; print(archive.count(sys.argv[1], log='users'))"
         )
         out = subprocess.run(
             [sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True

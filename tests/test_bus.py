@@ -165,8 +165,9 @@ def test_a_time_out_of_range_fails_its_entry_only(rules: list[Rule]) -> None:
     deliver = Recorder()
     bus = Bus(rules=rules, deliver=deliver)
     bad_times = [1e20, -1e15, "0001-01-01T00:00:00+01:00", "not a time"]
-    results = bus.put_events([entry("orders"), *(entry("orders", Time=t) for t in bad_times),
-                              entry("orders")])
+    results = bus.put_events(
+        [entry("orders"), *(entry("orders", Time=t) for t in bad_times), entry("orders")]
+    )
     assert [r.get("ErrorCode") for r in results] == [None, *["InvalidArgument"] * 4, None]
     assert all("Time is malformed" in r["ErrorMessage"] for r in results[1:5])
     assert (bus.accepted, bus.rejected) == (2, 4)

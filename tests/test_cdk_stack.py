@@ -737,12 +737,14 @@ def test_tables_kept_by_an_earlier_destroy_are_reported_before_deploy(
 
     client = boto3.client("dynamodb", region_name=region)
     client.create_table(
-        TableName="kept-dynamodb-logs", BillingMode="PAY_PER_REQUEST",
+        TableName="kept-dynamodb-logs",
+        BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
     )
     with pytest.raises(BridgeError) as caught:
         deploy.check_leftover_tables(account, "kept")
     assert str(caught.value).startswith(
-        "kept-dynamodb-logs exist without the stack dynamodb-logs-kept")
+        "kept-dynamodb-logs exist without the stack dynamodb-logs-kept"
+    )
     assert "npx aws-cdk@2 import" in str(caught.value)

@@ -15,7 +15,10 @@ BRIDGE = Path(sys.executable).with_name("bridge")
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BRIDGE), *args], capture_output=True, text=True, timeout=120,
+        [str(BRIDGE), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, **(env or {})},
     )
 
@@ -56,11 +59,30 @@ def test_tables_create_is_idempotent(where, target):
 def test_append_prints_versions_and_conflict_exits_3(where, store):
     ok = run("append", "users", "12", "signup", "--payload", '{"id": "12", "name": "test"}', *where)
     assert (ok.returncode, ok.stdout.strip()) == (0, "1")
-    second = run("append", "users", "12", "rename", "--payload", '{"id": "12"}',
-                 "--expected-version", "1", "--json", *where)
+    second = run(
+        "append",
+        "users",
+        "12",
+        "rename",
+        "--payload",
+        '{"id": "12"}',
+        "--expected-version",
+        "1",
+        "--json",
+        *where,
+    )
     assert json.loads(second.stdout) == {"log": "users", "id": "12", "version": 2}
-    conflict = run("append", "users", "12", "rename", "--payload", '{"id": "12"}',
-                   "--expected-version", "1", *where)
+    conflict = run(
+        "append",
+        "users",
+        "12",
+        "rename",
+        "--payload",
+        '{"id": "12"}',
+        "--expected-version",
+        "1",
+        *where,
+    )
     assert conflict.returncode == 3
     assert conflict.stderr.strip() == (
         "error: conflict on users#12#stream: version 2 already exists (latest version is 2)"
@@ -91,8 +113,13 @@ def test_query_json_lines_and_table(where, store):
     store.append("users", "b", "signup", {"id": "b"})
     lines = run("query", "users", "--json", *where).stdout.splitlines()
     assert [json.loads(line) for line in lines] == [
-        {"log": "users", "id": "a", "version": 1, "type": "signup",
-         "payload": {"id": "a", "loc": 1.5}},
+        {
+            "log": "users",
+            "id": "a",
+            "version": 1,
+            "type": "signup",
+            "payload": {"id": "a", "loc": 1.5},
+        },
         {"log": "users", "id": "a", "version": 2, "type": "rename", "payload": {"id": "a"}},
         {"log": "users", "id": "b", "version": 1, "type": "signup", "payload": {"id": "b"}},
     ]
@@ -114,7 +141,10 @@ def test_generate_is_reproducible_with_a_seed(where, store, moto_url):
     assert len(ids) == 5
     for id in ids:
         assert [i.type for i in store.read("users", id)] == [
-            "signup", "addPhoneNumber", "verifyPhoneNumber", "addLocation",
+            "signup",
+            "addPhoneNumber",
+            "verifyPhoneNumber",
+            "addLocation",
         ]
     from bridge.fake import fake_users
 
@@ -126,17 +156,30 @@ def test_missing_table_and_unreachable_endpoint_are_one_line(moto_url, free_tcp_
     assert missing.returncode == 1
     assert "bridge tables create" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
-    down = run("query", "users", "--endpoint-url", f"http://127.0.0.1:{free_tcp_port}",
-               env={"AWS_MAX_ATTEMPTS": "1"})
+    down = run(
+        "query",
+        "users",
+        "--endpoint-url",
+        f"http://127.0.0.1:{free_tcp_port}",
+        env={"AWS_MAX_ATTEMPTS": "1"},
+    )
     assert down.returncode == 1
     assert down.stderr.startswith("error: cannot reach http://127.0.0.1:")
     assert "Traceback" not in down.stderr
     # moto answers an unknown region with an HTML error page: one line, not the page.
-    odd = run("query", "users", "--endpoint-url", moto_url, "--region", "mars-1",
-              env={"AWS_MAX_ATTEMPTS": "1"})
+    odd = run(
+        "query",
+        "users",
+        "--endpoint-url",
+        moto_url,
+        "--region",
+        "mars-1",
+        env={"AWS_MAX_ATTEMPTS": "1"},
+    )
     assert odd.returncode == 1
-    assert odd.stderr.strip() == ("error: the endpoint failed with HTTP 500 (a region it does "
-                                  "not serve? check --region)")
+    assert odd.stderr.strip() == (
+        "error: the endpoint failed with HTTP 500 (a region it does not serve? check --region)"
+    )
 
 
 @pytest.fixture
@@ -167,9 +210,14 @@ def test_synth_writes_templates_and_deploy_says_what_is_missing(tmp_path):
 
     empty = tmp_path / "empty"
     empty.write_text("")
-    no_aws = {"AWS_CONFIG_FILE": str(empty), "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-              "AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "",
-              "AWS_SECRET_ACCESS_KEY": "", "AWS_REGION": "eu-west-1"}
+    no_aws = {
+        "AWS_CONFIG_FILE": str(empty),
+        "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        "AWS_REGION": "eu-west-1",
+    }
     deploy = run("deploy", "--stage", "dev", env=no_aws)
     assert deploy.returncode == 1
     assert len(deploy.stderr.strip().splitlines()) == 1
@@ -186,20 +234,31 @@ def test_stored_text_that_looks_like_markup_is_shown_as_written(where, store):
     assert "[/b] and [bold]x" in result.stdout
 
 
-@pytest.mark.parametrize("args", [
-    ("query", "users", "--endpoint-url", "notaurl"),
-    ("offline", "--dynamodb-endpoint", "ftp://x"),
-    ("append", "users", "1", "t", "--payload", '{"id": "1", "n": 1e300}',
-     "--endpoint-url", "http://127.0.0.1:9"),
-    ("append", "users", "1"),  # click's own errors are one line too
-    ("offline", "--dynamodb-port", "99999"),
-    ("offline", "--batch-window", "-1"),
-    ("failures", "retry", "3f", "--lambda-endpoint-url", "bogus"),
-    ("tables", "create", "--stage", "bad stage!"),
-    ("query", "users", "--stage", "a b"),  # the stage, not "no credentials"
-    ("deploy", "--stage", "dev", "--config", "missing.toml"),  # before any AWS question
-    ("offline", "--config", "missing.toml"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("query", "users", "--endpoint-url", "notaurl"),
+        ("offline", "--dynamodb-endpoint", "ftp://x"),
+        (
+            "append",
+            "users",
+            "1",
+            "t",
+            "--payload",
+            '{"id": "1", "n": 1e300}',
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+        ),
+        ("append", "users", "1"),  # click's own errors are one line too
+        ("offline", "--dynamodb-port", "99999"),
+        ("offline", "--batch-window", "-1"),
+        ("failures", "retry", "3f", "--lambda-endpoint-url", "bogus"),
+        ("tables", "create", "--stage", "bad stage!"),
+        ("query", "users", "--stage", "a b"),  # the stage, not "no credentials"
+        ("deploy", "--stage", "dev", "--config", "missing.toml"),  # before any AWS question
+        ("offline", "--config", "missing.toml"),
+    ],
+)
 def test_more_bad_input_is_one_line_exit_2(args):
     result = run(*args)
     assert result.returncode == 2

@@ -133,8 +133,11 @@ def record_of_error(
 
 def test_the_record_matches_the_seed_field_for_field() -> None:
     event = users_event()
-    record = record_of_error(event, raised(ValueError("bad phone number")),
-                             when=datetime(2019, 11, 24, 23, 8, 25, 651_000, tzinfo=UTC))
+    record = record_of_error(
+        event,
+        raised(ValueError("bad phone number")),
+        when=datetime(2019, 11, 24, 23, 8, 25, 651_000, tzinfo=UTC),
+    )
 
     compared = assert_same_shape(record, SEED_RECORD)
     assert set(FIXED) <= set(compared) and len(compared) == 33  # every key at every level
@@ -280,12 +283,17 @@ def test_list_failures_returns_every_page_oldest_first(core: Any) -> None:
 async def local_lambda(records: Path) -> AsyncIterator[tuple[Any, FunctionRuntime]]:
     """The Lambda Invoke API of `bridge offline` (its own server and runtime), serving
     ``dynamodb-logs-test-users``: a handler that writes each event it gets to ``records``."""
-    users = FunctionSpec(name="users", handler="tests.handlers.runtime_record.handler",
-                         pattern=None, environment={"RECORDS_FILE": str(records)})
+    users = FunctionSpec(
+        name="users",
+        handler="tests.handlers.runtime_record.handler",
+        pattern=None,
+        environment={"RECORDS_FILE": str(records)},
+    )
     runtime = FunctionRuntime([users], project_root=ROOT, environment={}, stage="test")
     await runtime.start()
-    server = await EventsServer(Bus(rules=[], deliver=runtime.invoke_async), runtime,
-                                port=0).start()
+    server = await EventsServer(
+        Bus(rules=[], deliver=runtime.invoke_async), runtime, port=0
+    ).start()
     try:
         yield session().client("lambda", endpoint_url=server.url), runtime
     finally:
@@ -317,7 +325,8 @@ async def test_a_real_failure_is_recorded_listed_and_retried(
     records = tmp_path / "records"
     async with local_lambda(records) as (lambda_client, runtime):
         result = await asyncio.to_thread(  # a unique prefix of the request id is enough
-            retry_failure, core, lambda_client, failure.request_id[:8])
+            retry_failure, core, lambda_client, failure.request_id[:8]
+        )
         await runtime.drain()
 
     [body] = received(records)
@@ -350,6 +359,7 @@ async def test_retry_errors_are_one_clear_line_and_change_nothing(
 
     records = tmp_path / "records"
     async with local_lambda(records) as (lambda_client, runtime):
+
         def retry(request_id: str) -> dict[str, Any]:
             return retry_failure(core, lambda_client, request_id)
 

@@ -107,6 +107,12 @@ def test_items_written_around_the_store_are_checked_on_read(item, message):
 
 
 def test_binary_values_read_back_as_base64_text():
-    item = LogItem.from_item({"pk": "u#1#stream", "sk": 1, "type": "t",
-                              "payload": {"id": "1", "avatar": b"\x00\x01\x02"}})
+    item = LogItem.from_item(
+        {
+            "pk": "u#1#stream",
+            "sk": 1,
+            "type": "t",
+            "payload": {"id": "1", "avatar": b"\x00\x01\x02"},
+        }
+    )
     assert item.payload == {"id": "1", "avatar": "AAEC"}

@@ -22,28 +22,49 @@ SEED_ITEM = {
     "sk": {"N": "1"},
     "type": {"S": "signup"},
     "log": {"S": "users"},
-    "payload": {"M": {
-        "id": {"S": "12"},
-        "name": {"S": "test"},
-        "email": {"S": "test@example.com"},
-    }},
+    "payload": {
+        "M": {
+            "id": {"S": "12"},
+            "name": {"S": "test"},
+            "email": {"S": "test@example.com"},
+        }
+    },
 }
 
 
 def aws_put_item(endpoint: str) -> subprocess.CompletedProcess:
     """The seed's offline example, as written (the AWS CLI, --endpoint)."""
     return subprocess.run(
-        [str(AWS), "dynamodb", "put-item", "--table-name", "local-dynamodb-logs",
-         "--item", json.dumps(SEED_ITEM),
-         "--condition-expression", "attribute_not_exists(pk)", "--endpoint", endpoint],
-        capture_output=True, text=True, env={**os.environ, **LOCAL_ENV}, timeout=60,
+        [
+            str(AWS),
+            "dynamodb",
+            "put-item",
+            "--table-name",
+            "local-dynamodb-logs",
+            "--item",
+            json.dumps(SEED_ITEM),
+            "--condition-expression",
+            "attribute_not_exists(pk)",
+            "--endpoint",
+            endpoint,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **LOCAL_ENV},
+        timeout=60,
     )
 
 
 def free_ports() -> list[str]:
     """`bridge offline` options putting every server on a free port."""
-    return ["--dynamodb-port", str(free_port()), "--events-port", str(free_port()),
-            "--ws-port", str(free_port())]
+    return [
+        "--dynamodb-port",
+        str(free_port()),
+        "--events-port",
+        str(free_port()),
+        "--ws-port",
+        str(free_port()),
+    ]
 
 
 def wait_for(check, timeout: float = 30.0):
@@ -57,8 +78,13 @@ def wait_for(check, timeout: float = 30.0):
 
 
 def dynamodb(url: str):
-    return boto3.resource("dynamodb", endpoint_url=url, region_name="us-east-1",
-                          aws_access_key_id="local", aws_secret_access_key="local")
+    return boto3.resource(
+        "dynamodb",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
 
 
 def test_seed_offline_example_reaches_the_handler_and_the_archive(tmp_path):
@@ -76,13 +102,25 @@ def test_seed_offline_example_reaches_the_handler_and_the_archive(tmp_path):
         assert "ConditionalCheckFailedException" in again.stderr
 
         listed = subprocess.run(
-            [str(AWS), "lambda", "list-functions", "--endpoint-url",
-             f"http://127.0.0.1:{offline.ports['events']}"],
-            capture_output=True, text=True, env={**os.environ, **LOCAL_ENV}, timeout=60)
+            [
+                str(AWS),
+                "lambda",
+                "list-functions",
+                "--endpoint-url",
+                f"http://127.0.0.1:{offline.ports['events']}",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **LOCAL_ENV},
+            timeout=60,
+        )
         assert listed.returncode == 0, listed.stderr
         functions = {f["FunctionName"]: f for f in json.loads(listed.stdout)["Functions"]}
-        assert set(functions) == {"dynamodb-logs-local-publisher", "dynamodb-logs-local-users",
-                                  "dynamodb-logs-local-failures"}
+        assert set(functions) == {
+            "dynamodb-logs-local-publisher",
+            "dynamodb-logs-local-users",
+            "dynamodb-logs-local-failures",
+        }
         users = functions["dynamodb-logs-local-users"]
         assert users["Handler"] == "bridge.lambdas.users_projection.handler"
         assert users["Environment"]["Variables"]["DYNAMODB_CORE_TABLE"] == "local-core"
@@ -92,8 +130,11 @@ def test_seed_offline_example_reaches_the_handler_and_the_archive(tmp_path):
     assert len(events) == 1  # the failed put published nothing
     assert events[0]["source"] == "dynamodb-log"
     assert events[0]["detail"]["key"] == {"pk": "users#12#stream", "sk": 1}
-    assert events[0]["detail"]["payload"] == {"id": "12", "name": "test",
-                                              "email": "test@example.com"}
+    assert events[0]["detail"]["payload"] == {
+        "id": "12",
+        "name": "test",
+        "email": "test@example.com",
+    }
 
 
 FAILING_CONFIG = """
@@ -108,20 +149,25 @@ on_failure = "failures"
 handler = "bridge.lambdas.failures.handler"
 """
 
-FAILING_HANDLER = '''
+FAILING_HANDLER = """
 import json, os, time
 
 def handler(event, context):
     with open(os.environ["CALLS_FILE"], "a") as calls:
         calls.write(json.dumps({"t": time.time(), "id": event["id"]}) + "\\n")
     raise ValueError("order " + event["detail"]["payload"]["id"] + " cannot be handled")
-'''
+"""
 
 
 def test_retries_then_on_failure_record_in_the_seed_format(tmp_path):
-    (tmp_path / "dynamodb-logs.toml").write_text(FAILING_CONFIG.replace(
-        'on_failure = "failures"', 'on_failure = "failures"\nenvironment = { CALLS_FILE = "'
-        + str(tmp_path / "calls.jsonl") + '" }'))
+    (tmp_path / "dynamodb-logs.toml").write_text(
+        FAILING_CONFIG.replace(
+            'on_failure = "failures"',
+            'on_failure = "failures"\nenvironment = { CALLS_FILE = "'
+            + str(tmp_path / "calls.jsonl")
+            + '" }',
+        )
+    )
     (tmp_path / "always_fails.py").write_text(FAILING_HANDLER)
     with OfflineProcess(tmp_path) as offline:
         store_table = dynamodb(offline.dynamodb_url).Table("local-dynamodb-logs")
@@ -139,23 +185,42 @@ def test_retries_then_on_failure_record_in_the_seed_format(tmp_path):
 
         # `bridge failures list` shows it; `retry` re-drives it through the Lambda API.
         where = ["--endpoint-url", offline.dynamodb_url]
-        listed = subprocess.run([str(BRIDGE), "failures", "list", "--json", *where],
-                                capture_output=True, text=True, timeout=60)
+        listed = subprocess.run(
+            [str(BRIDGE), "failures", "list", "--json", *where],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert listed.returncode == 0, listed.stderr
         (shown,) = [json.loads(line) for line in listed.stdout.splitlines()]
         assert shown["functionName"] == "dynamodb-logs-local-flaky"
         assert shown["status"] == "failed"
         retried = subprocess.run(
-            [str(BRIDGE), "failures", "retry", shown["requestId"][:8], *where,
-             "--lambda-endpoint-url", f"http://127.0.0.1:{offline.ports['events']}"],
-            capture_output=True, text=True, timeout=60)
+            [
+                str(BRIDGE),
+                "failures",
+                "retry",
+                shown["requestId"][:8],
+                *where,
+                "--lambda-endpoint-url",
+                f"http://127.0.0.1:{offline.ports['events']}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert retried.returncode == 0, retried.stderr
         assert retried.stdout.strip() == (
             "re-invoked dynamodb-logs-local-flaky with the event of failed request "
-            f"{shown['requestId']} (retry 1)")
+            f"{shown['requestId']} (retry 1)"
+        )
         assert wait_for(lambda: len(calls_file.read_text().splitlines()) >= 4)
-        missing = subprocess.run([str(BRIDGE), "failures", "retry", "nosuchid", *where],
-                                 capture_output=True, text=True, timeout=60)
+        missing = subprocess.run(
+            [str(BRIDGE), "failures", "retry", "nosuchid", *where],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert missing.returncode == 1
         assert len(missing.stderr.strip().splitlines()) == 1
         offline.stop()
@@ -165,20 +230,34 @@ def test_retries_then_on_failure_record_in_the_seed_format(tmp_path):
     assert len(stored) == 1
     record = stored[0]["record"]
     record = json.loads(record) if isinstance(record, str) else record
-    assert set(record) == {"version", "timestamp", "requestContext", "requestPayload",
-                           "responseContext", "responsePayload"}
+    assert set(record) == {
+        "version",
+        "timestamp",
+        "requestContext",
+        "requestPayload",
+        "responseContext",
+        "responsePayload",
+    }
     assert record["version"] == "1.0"
     assert record["requestContext"]["condition"] == "RetriesExhausted"
     assert int(record["requestContext"]["approximateInvokeCount"]) == 3
     assert record["requestContext"]["functionArn"].endswith(
-        ":function:dynamodb-logs-local-flaky:$LATEST")
-    assert set(record["requestContext"]) == {"requestId", "functionArn", "condition",
-                                             "approximateInvokeCount"}
+        ":function:dynamodb-logs-local-flaky:$LATEST"
+    )
+    assert set(record["requestContext"]) == {
+        "requestId",
+        "functionArn",
+        "condition",
+        "approximateInvokeCount",
+    }
     payload = record["requestPayload"]
     assert payload["source"] == "dynamodb-log" and payload["detail-type"] == "stream changes"
     assert payload["detail"]["key"] == {"pk": "orders#o1#stream", "sk": 1}
-    assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST",
-                                         "functionError": "Unhandled"}
+    assert record["responseContext"] == {
+        "statusCode": 200,
+        "executedVersion": "$LATEST",
+        "functionError": "Unhandled",
+    }
     assert record["responsePayload"]["errorType"] == "ValueError"
     assert record["responsePayload"]["errorMessage"] == "order o1 cannot be handled"
     assert isinstance(record["responsePayload"]["trace"], list)
@@ -186,10 +265,17 @@ def test_retries_then_on_failure_record_in_the_seed_format(tmp_path):
 
 def test_bad_subscriptions_file_is_refused_at_start_with_file_and_reason(tmp_path):
     bad = tmp_path / "dynamodb-logs.toml"
-    bad.write_text('[functions.users]\nhandler = "bridge.lambdas.users_projection.handler"\n'
-                   'pattern = { source = "dynamodb-log" }\n')
-    result = subprocess.run([str(BRIDGE), "offline", *free_ports()],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    bad.write_text(
+        '[functions.users]\nhandler = "bridge.lambdas.users_projection.handler"\n'
+        'pattern = { source = "dynamodb-log" }\n'
+    )
+    result = subprocess.run(
+        [str(BRIDGE), "offline", *free_ports()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert f"{bad}:3:" in result.stderr and "functions.users.pattern" in result.stderr
@@ -200,30 +286,58 @@ def test_bad_subscriptions_file_is_refused_at_start_with_file_and_reason(tmp_pat
 def test_port_in_use_is_one_line(tmp_path):
     with OfflineProcess(tmp_path) as running:
         result = subprocess.run(
-            [str(BRIDGE), "offline", "--dynamodb-port", str(running.ports["dynamodb"]),
-             "--events-port", str(free_port()), "--ws-port", str(free_port()), "--db",
-             str(tmp_path / "other.db")],
-            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+            [
+                str(BRIDGE),
+                "offline",
+                "--dynamodb-port",
+                str(running.ports["dynamodb"]),
+                "--events-port",
+                str(free_port()),
+                "--ws-port",
+                str(free_port()),
+                "--db",
+                str(tmp_path / "other.db"),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 1
         assert result.stderr.strip() == (
             f"error: port {running.ports['dynamodb']} on 127.0.0.1 is already in use; "
-            "pick another with --dynamodb-port")
+            "pick another with --dynamodb-port"
+        )
         # The failed start left nothing: no database, no lock to warn about next time.
         assert not (tmp_path / "other.db").exists()
         assert not (tmp_path / "other.db.lock").exists()
         running.stop()
 
 
-@pytest.mark.parametrize(("args", "code", "line"), [
-    (["--host", "no-such-host.invalid"], 1, "error: --host no-such-host.invalid: "),
-    (["--ws-route", "$default=no_such_module.handler"], 2,
-     "error: --ws-route $default=no_such_module.handler: module 'no_such_module' not found"),
-    (["--ws-route", "$default=bridge.lambdas.publisher.nosuch"], 2,
-     "error: --ws-route $default=bridge.lambdas.publisher.nosuch: "),  # module, no function
-])
+@pytest.mark.parametrize(
+    ("args", "code", "line"),
+    [
+        (["--host", "no-such-host.invalid"], 1, "error: --host no-such-host.invalid: "),
+        (
+            ["--ws-route", "$default=no_such_module.handler"],
+            2,
+            "error: --ws-route $default=no_such_module.handler: module 'no_such_module' not found",
+        ),
+        (
+            ["--ws-route", "$default=bridge.lambdas.publisher.nosuch"],
+            2,
+            "error: --ws-route $default=bridge.lambdas.publisher.nosuch: ",
+        ),  # module, no function
+    ],
+)
 def test_a_start_refused_is_one_line_and_leaves_nothing(tmp_path, args, code, line):
-    result = subprocess.run([str(BRIDGE), "offline", *free_ports(), *args], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(BRIDGE), "offline", *free_ports(), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == code
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith(line), result.stderr
@@ -246,8 +360,11 @@ def test_restart_in_the_middle_of_5000_appends_loses_and_duplicates_nothing(tmp_
     total, streams = 5000, 50
     offline = OfflineProcess(tmp_path).start()
     table = boto3.resource(
-        "dynamodb", endpoint_url=offline.dynamodb_url, region_name="us-east-1",
-        aws_access_key_id="local", aws_secret_access_key="local",
+        "dynamodb",
+        endpoint_url=offline.dynamodb_url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
         config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=10),
     ).Table("local-dynamodb-logs")
     store = LogStore(table)
@@ -282,8 +399,9 @@ def test_restart_in_the_middle_of_5000_appends_loses_and_duplicates_nothing(tmp_
     thread = threading.Thread(target=guarded_writer, daemon=True)  # never blocks pytest's exit
     thread.start()
     try:
-        assert wait_for(lambda: progress["written"] >= total // 3 or "error" in progress,
-                        timeout=120)
+        assert wait_for(
+            lambda: progress["written"] >= total // 3 or "error" in progress, timeout=120
+        )
         assert "error" not in progress, progress["error"]
         offline.stop()  # Ctrl-C in the middle of the stream of appends
         offline = OfflineProcess(tmp_path, ports=offline.ports).start()
@@ -307,8 +425,9 @@ def test_restart_in_the_middle_of_5000_appends_loses_and_duplicates_nothing(tmp_
         assert sum(len(check.versions("orders", f"o{i}")) for i in range(streams)) == total
         again.stop()
 
-    cleaned = subprocess.run([str(BRIDGE), "clean", "--yes"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=60)
+    cleaned = subprocess.run(
+        [str(BRIDGE), "clean", "--yes"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert cleaned.returncode == 0, cleaned.stderr
     assert "table local-dynamodb-logs (5000 items)" in cleaned.stdout
     assert f"{total} archived events" in cleaned.stdout
@@ -343,7 +462,7 @@ def test_own_dynamodb_endpoint_and_checkpoints_across_a_restart(tmp_path, moto_u
     assert versions == [1, 2, 3, 4, 5, 6]
 
 
-ECHO_ROUTE = '''
+ECHO_ROUTE = """
 import json, os
 import boto3
 
@@ -360,7 +479,7 @@ def handler(event, context):
                          "offline": os.environ.get("IS_OFFLINE")}).encode(),
     )
     return {"statusCode": 200}
-'''
+"""
 
 
 async def test_websocket_routes_run_handlers_that_answer_through_the_management_api(tmp_path):
@@ -369,11 +488,16 @@ async def test_websocket_routes_run_handlers_that_answer_through_the_management_
     import websockets
 
     (tmp_path / "ws_echo.py").write_text(ECHO_ROUTE)
-    (tmp_path / "dynamodb-logs.toml").write_text(
-        '[functions.noop]\nhandler = "ws_echo.handler"\n')
+    (tmp_path / "dynamodb-logs.toml").write_text('[functions.noop]\nhandler = "ws_echo.handler"\n')
     offline = await asyncio.to_thread(
-        OfflineProcess(tmp_path, "--ws-route", "$default=ws_echo.handler",
-                       "--ws-route", "$connect=ws_echo.handler").start)
+        OfflineProcess(
+            tmp_path,
+            "--ws-route",
+            "$default=ws_echo.handler",
+            "--ws-route",
+            "$connect=ws_echo.handler",
+        ).start
+    )
     try:
         async with websockets.connect(offline.started["websocket"]) as ws:
             await ws.send(json.dumps({"hello": "world"}))
@@ -383,8 +507,7 @@ async def test_websocket_routes_run_handlers_that_answer_through_the_management_
         await asyncio.to_thread(offline.stop)
 
 
-def test_clean_deletes_the_stage_tables_at_a_local_endpoint_and_refuses_remote(tmp_path,
-                                                                                moto_url):
+def test_clean_deletes_the_stage_tables_at_a_local_endpoint_and_refuses_remote(tmp_path, moto_url):
     import uuid
 
     from bridge.aws import Target
@@ -394,19 +517,36 @@ def test_clean_deletes_the_stage_tables_at_a_local_endpoint_and_refuses_remote(t
     target = Target(stage=stage, endpoint_url=moto_url)
     create_tables(target.dynamodb(), target.log_table, target.core_table)
     args = ["clean", "--dynamodb-endpoint", moto_url, "--stage", stage]
-    refused = subprocess.run([str(BRIDGE), *args], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=60, stdin=subprocess.DEVNULL)
+    refused = subprocess.run(
+        [str(BRIDGE), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert refused.returncode == 1
     assert refused.stderr.strip() == "error: refusing to delete without confirmation: pass --yes"
-    cleaned = subprocess.run([str(BRIDGE), *args, "--yes"], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=60)
+    cleaned = subprocess.run(
+        [str(BRIDGE), *args, "--yes"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert cleaned.returncode == 0, cleaned.stderr
     assert f"deleted tables {stage}-dynamodb-logs, {stage}-core" in cleaned.stdout
     names = target.dynamodb().meta.client.list_tables()["TableNames"]
     assert target.log_table not in names and target.core_table not in names
     remote = subprocess.run(
-        [str(BRIDGE), "clean", "--dynamodb-endpoint", "https://dynamodb.eu-west-1.amazonaws.com",
-         "--yes"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        [
+            str(BRIDGE),
+            "clean",
+            "--dynamodb-endpoint",
+            "https://dynamodb.eu-west-1.amazonaws.com",
+            "--yes",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert remote.returncode == 1
     assert "only deletes local tables" in remote.stderr
 
@@ -414,14 +554,32 @@ def test_clean_deletes_the_stage_tables_at_a_local_endpoint_and_refuses_remote(t
 def test_one_database_one_offline_and_no_clean_under_it(tmp_path):
     with OfflineProcess(tmp_path) as running:
         second = subprocess.run(
-            [str(BRIDGE), "offline", "--dynamodb-port", str(free_port()), "--events-port",
-             str(free_port()), "--ws-port", str(free_port())],
-            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+            [
+                str(BRIDGE),
+                "offline",
+                "--dynamodb-port",
+                str(free_port()),
+                "--events-port",
+                str(free_port()),
+                "--ws-port",
+                str(free_port()),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 1
         assert second.stderr.strip() == (
-            "error: db is in use by a running `bridge offline`; stop it first")
-        clean = subprocess.run([str(BRIDGE), "clean", "--yes"], cwd=tmp_path,
-                               capture_output=True, text=True, timeout=60)
+            "error: db is in use by a running `bridge offline`; stop it first"
+        )
+        clean = subprocess.run(
+            [str(BRIDGE), "clean", "--yes"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert clean.returncode == 1
         assert "in use by a running `bridge offline`" in clean.stderr
         assert (tmp_path / "db").exists()
@@ -431,8 +589,13 @@ def test_one_database_one_offline_and_no_clean_under_it(tmp_path):
 
 def test_a_bad_database_file_is_one_line(tmp_path):
     (tmp_path / "db").write_text("not a database")
-    result = subprocess.run([str(BRIDGE), "offline", *free_ports()],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(BRIDGE), "offline", *free_ports()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == "error: db cannot be the local database: file is not a database"
 
@@ -444,7 +607,8 @@ def signed_url(ws_url: str, key: str, secret: str) -> str:
 
     request = AWSRequest(method="GET", url=ws_url.replace("ws://", "https://"))
     SigV4QueryAuth(Credentials(key, secret), "execute-api", "us-east-1", expires=60).add_auth(
-        request)
+        request
+    )
     return request.url.replace("https://", "ws://")
 
 
@@ -557,9 +721,22 @@ def test_offline_takes_the_region_the_other_commands_take(tmp_path):
     with OfflineProcess(tmp_path, "--autosave", "0", env=region) as offline:
         assert offline.started["exports"]["AWS_DEFAULT_REGION"] == "eu-west-1"
         appended = subprocess.run(
-            [str(BRIDGE), "append", "orders", "o1", "placed", "--payload", '{"id": "o1"}',
-             "--endpoint-url", offline.dynamodb_url],
-            capture_output=True, text=True, timeout=60, env=offline.env)
+            [
+                str(BRIDGE),
+                "append",
+                "orders",
+                "o1",
+                "placed",
+                "--payload",
+                '{"id": "o1"}',
+                "--endpoint-url",
+                offline.dynamodb_url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=offline.env,
+        )
         assert appended.returncode == 0, appended.stderr
         assert wait_for(lambda: count(tmp_path / "db") == 1)  # published from eu-west-1
         stopped = offline.stop()
@@ -574,7 +751,8 @@ def test_closing_the_terminal_stops_as_cleanly_as_ctrl_c(tmp_path):
     table = "local-dynamodb-logs"
     with OfflineProcess(tmp_path, "--autosave", "0") as offline:
         LogStore(dynamodb(offline.dynamodb_url).Table(table)).append(
-            "orders", "o1", "placed", {"id": "o1"})
+            "orders", "o1", "placed", {"id": "o1"}
+        )
         stopped = offline.stop(sig=signals.SIGHUP)  # what a closed terminal window sends
     assert stopped["saved_tables"][table] == 1
     assert stopped["published"] == 1
@@ -589,7 +767,7 @@ def embedded_dynamodb_pid(port: int) -> int:
             argv = (entry / "cmdline").read_bytes().decode().split("\0")
         except (OSError, ValueError):
             continue
-        if argv[1:1 + len(wanted)] == wanted:
+        if argv[1 : 1 + len(wanted)] == wanted:
             return int(entry.name)
     raise AssertionError(f"no embedded DynamoDB on port {port}")
 
@@ -605,18 +783,23 @@ def test_a_dead_embedded_dynamodb_stops_offline_with_one_clear_error(tmp_path):
     offline = OfflineProcess(tmp_path, "--autosave", "0.2").start()
     try:
         LogStore(dynamodb(offline.dynamodb_url).Table(table)).append(
-            "orders", "o1", "placed", {"id": "o1"})
+            "orders", "o1", "placed", {"id": "o1"}
+        )
         assert wait_for(lambda: saved_items(db, table) == 1)
         os.kill(embedded_dynamodb_pid(offline.ports["dynamodb"]), signals.SIGKILL)
         out, _ = offline.process.communicate(timeout=60)  # it ends by itself
     finally:
         offline.__exit__()
     assert offline.process.returncode == 1
-    errors = [line for line in (tmp_path / "offline.log").read_text().splitlines()
-              if line.startswith("error: ")]
+    errors = [
+        line
+        for line in (tmp_path / "offline.log").read_text().splitlines()
+        if line.startswith("error: ")
+    ]
     assert errors == [
         "error: the embedded DynamoDB exited unexpectedly (killed by signal 9); its tables are "
-        "as last saved in db, restored at the next start"]
+        "as last saved in db, restored at the next start"
+    ]
     assert not (tmp_path / "db.lock").exists()  # a clean end of a broken run
     with OfflineProcess(tmp_path) as again:
         assert again.started["restored"][table] == 1

@@ -183,8 +183,11 @@ async def test_a_batch_that_keeps_failing_is_set_aside_and_the_shard_moves_on(
         await asyncio.sleep(0.02)
     assert len(failing.batches) == 3  # the attempt and retries, then it is set aside
     assert poller.failed == 2
-    rows = sqlite3.connect(tmp_path / "db").execute(
-        "SELECT records, reason FROM stream_failures").fetchall()
+    rows = (
+        sqlite3.connect(tmp_path / "db")
+        .execute("SELECT records, reason FROM stream_failures")
+        .fetchall()
+    )
     assert len(rows) == 1
     assert [r["dynamodb"]["Keys"]["sk"]["N"] for r in json.loads(rows[0][0])] == ["1", "2"]
     assert "publisher sandbox crashed" in rows[0][1]

@@ -290,11 +290,16 @@ class DeniedAfterFirstCall(RecordingHandler):
 
     def respond(self, path: str, headers: dict[str, str], body: bytes):  # type: ignore[override]
         if len(self.server.requests) > 1:  # type: ignore[attr-defined]
-            return 400, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(
-                {"__type": "AccessDeniedException", "message": "not allowed"}).encode()
+            return (
+                400,
+                {"Content-Type": "application/x-amz-json-1.1"},
+                json.dumps({"__type": "AccessDeniedException", "message": "not allowed"}).encode(),
+            )
         entries = json.loads(body)["Entries"]
-        reply = {"FailedEntryCount": 0, "Entries": [{"EventId": str(uuid.uuid4())}
-                                                    for _ in entries]}
+        reply = {
+            "FailedEntryCount": 0,
+            "Entries": [{"EventId": str(uuid.uuid4())} for _ in entries],
+        }
         return 200, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(reply).encode()
 
 
@@ -307,8 +312,9 @@ def test_a_later_call_failing_reports_its_first_record_not_the_published_ones(
         result = publisher.handler(stream_event(records, arn), None)
     # the first call published log records 1..10 (stream records 1..10); the second
     # call, for stream records 11 and 12, failed: the retry starts at record 11.
-    assert result == {"batchItemFailures": [
-        {"itemIdentifier": records[11]["dynamodb"]["SequenceNumber"]}]}
+    assert result == {
+        "batchItemFailures": [{"itemIdentifier": records[11]["dynamodb"]["SequenceNumber"]}]
+    }
 
 
 def test_items_no_event_can_be_built_from_are_skipped_not_blocking(
@@ -317,19 +323,43 @@ def test_items_no_event_can_be_built_from_are_skipped_not_blocking(
     table = log["table"]
     # Written around the store: a binary attribute (JSON has no bytes: sent as base64),
     # a type far too long for any event, and a version that is not a whole number.
-    table.put_item(Item={"pk": "users#b#stream", "sk": 1, "type": "signup", "log": "users",
-                         "payload": {"id": "b", "avatar": b"\x00\x01\x02"}})
-    table.put_item(Item={"pk": "users#t#stream", "sk": 1, "type": "x" * 300_000,
-                         "log": "users", "payload": {"id": "t"}})
-    table.put_item(Item={"pk": "users#f#stream", "sk": Decimal("1.5"), "type": "t",
-                         "log": "users", "payload": {"id": "f"}})
+    table.put_item(
+        Item={
+            "pk": "users#b#stream",
+            "sk": 1,
+            "type": "signup",
+            "log": "users",
+            "payload": {"id": "b", "avatar": b"\x00\x01\x02"},
+        }
+    )
+    table.put_item(
+        Item={
+            "pk": "users#t#stream",
+            "sk": 1,
+            "type": "x" * 300_000,
+            "log": "users",
+            "payload": {"id": "t"},
+        }
+    )
+    table.put_item(
+        Item={
+            "pk": "users#f#stream",
+            "sk": Decimal("1.5"),
+            "type": "t",
+            "log": "users",
+            "payload": {"id": "f"},
+        }
+    )
     log["store"].append("users", "ok", "signup", {"id": "ok"})
     arn, records = read_stream(endpoint, log["name"])
     with http_server(FlakyEventBridge, failures={}, accepted=[], times=[]) as fake:
         monkeypatch.setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", fake.url)
         assert publisher.handler(stream_event(records, arn), None) == {"batchItemFailures": []}
     assert fake.accepted == [("users#b#stream", 1), ("users#ok#stream", 1)]
-    (binary,) = [json.loads(e["Detail"]) for r in fake.requests
-                 for e in json.loads(r[2])["Entries"]
-                 if json.loads(e["Detail"])["key"]["pk"] == "users#b#stream"]
+    (binary,) = [
+        json.loads(e["Detail"])
+        for r in fake.requests
+        for e in json.loads(r[2])["Entries"]
+        if json.loads(e["Detail"])["key"]["pk"] == "users#b#stream"
+    ]
     assert binary["payload"]["avatar"] == "AAEC"

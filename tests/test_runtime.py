@@ -270,8 +270,11 @@ async def test_concurrent_invocations_of_one_function_use_separate_sandboxes(
     async with running(spec("wide", ACTIONS), max_concurrency=3) as runtime:
         starts = [tmp_path / f"started-{n}" for n in range(3)]
         calls = [
-            asyncio.create_task(runtime.invoke(
-                "wide", {"action": "hold", "started": str(s), "release": str(release)}))
+            asyncio.create_task(
+                runtime.invoke(
+                    "wide", {"action": "hold", "started": str(s), "release": str(release)}
+                )
+            )
             for s in starts
         ]
         # All three are inside the handler at once: in a row, the second could not start.

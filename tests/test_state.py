@@ -18,8 +18,13 @@ def test_snapshot_restores_tables_items_and_stream_without_republishing(tmp_path
     create_tables(dynamodb, target.log_table, target.core_table)
     store = LogStore(dynamodb.Table(target.log_table))
     for version in range(30):
-        store.append("users", "s", "t", {"id": "s", "n": version, "f": 0.25, "b": True},
-                     expected_version=version)
+        store.append(
+            "users",
+            "s",
+            "t",
+            {"id": "s", "n": version, "f": 0.25, "b": True},
+            expected_version=version,
+        )
     core = dynamodb.Table(target.core_table)
     core.put_item(Item={"pk": "users#s", "sk": "profile", "x": b"\x00"})
     # A plain client speaks DynamoDB's typed JSON (a resource's client would not).
@@ -39,11 +44,14 @@ def test_snapshot_restores_tables_items_and_stream_without_republishing(tmp_path
     assert description["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
     # The restored items are not in the new stream: they were published already.
     streams = target.session().client("dynamodbstreams", endpoint_url=moto_url)
-    shard = streams.describe_stream(StreamArn=description["LatestStreamArn"])[
-        "StreamDescription"]["Shards"][0]
+    shard = streams.describe_stream(StreamArn=description["LatestStreamArn"])["StreamDescription"][
+        "Shards"
+    ][0]
     iterator = streams.get_shard_iterator(
-        StreamArn=description["LatestStreamArn"], ShardId=shard["ShardId"],
-        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        StreamArn=description["LatestStreamArn"],
+        ShardId=shard["ShardId"],
+        ShardIteratorType="TRIM_HORIZON",
+    )["ShardIterator"]
     assert streams.get_records(ShardIterator=iterator)["Records"] == []
     assert restore_tables(client, db) == {}  # existing tables are left alone
 

@@ -40,8 +40,13 @@ def test_read_follows_pages_beyond_one_megabyte(store):
     blob = "x" * 40_000
     count = 30  # 30 × ~40 KB ≈ 1.2 MB: more than one query page
     for version in range(count):
-        store.append("orders", "big", "chunk", {"id": "big", "n": version, "blob": blob},
-                     expected_version=version)
+        store.append(
+            "orders",
+            "big",
+            "chunk",
+            {"id": "big", "n": version, "blob": blob},
+            expected_version=version,
+        )
     first_page = store.table.query(
         KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": "orders#big#stream"}
     )
@@ -124,7 +129,10 @@ def test_eight_writers_contend_on_one_stream(target):
             marker = f"{name}-{attempt}"
             try:
                 version = store.append(
-                    "accounts", "hot", "deposit", {"id": "hot", "by": marker},
+                    "accounts",
+                    "hot",
+                    "deposit",
+                    {"id": "hot", "by": marker},
                     expected_version=current,
                 )
             except ConcurrencyError as error:
@@ -157,8 +165,9 @@ def test_put_batch_writes_more_than_one_call_and_validates_first(store):
     assert len(store.ids("bulk")) == 60
     assert next(store.read("bulk", "7")).payload == {"id": "7", "x": 0.5}
     with pytest.raises(ValidationError):
-        store.put_batch([LogItem("bulk2", "1", 1, "t", {"id": "1"}),
-                         LogItem("bulk2", "2", 1, "t", {"id": "9"})])
+        store.put_batch(
+            [LogItem("bulk2", "1", 1, "t", {"id": "1"}), LogItem("bulk2", "2", 1, "t", {"id": "9"})]
+        )
     assert store.ids("bulk2") == []  # nothing half-written
 
 
@@ -167,7 +176,8 @@ def test_an_expected_version_beyond_the_stream_leaves_no_gap(store):
     with pytest.raises(ConcurrencyError) as conflict:
         store.append("users", "gap", "rename", {"id": "gap"}, expected_version=5)
     assert str(conflict.value) == (
-        "conflict on users#gap#stream: expected version 5, but the latest version is 1")
+        "conflict on users#gap#stream: expected version 5, but the latest version is 1"
+    )
     with pytest.raises(ConcurrencyError):
         store.append("users", "new", "rename", {"id": "new"}, expected_version=3)
     assert store.versions("users", "gap") == [1]

@@ -420,7 +420,8 @@ ERRORS = [
         """
         [defaults]
         environment = { BIG = "%s" }
-        """ % ("x" * 4000),
+        """
+        % ("x" * 4000),
         2,
         "defaults.environment",
         "Lambda allows 4 KB for all variables",
@@ -431,7 +432,8 @@ ERRORS = [
         [functions.users]
         handler = "m.f"
         pattern = { source = ["%s"] }
-        """ % ("s" * 2100),
+        """
+        % ("s" * 2100),
         3,
         "functions.users.pattern",
         "EventBridge allows 2048",
@@ -725,13 +727,16 @@ def test_variables_lambda_does_not_reserve_are_allowed() -> None:
         'environment = { TZ = "Europe/Paris", AWS_XRAY_CONTEXT_MISSING = "LOG_ERROR" }\n'
     )
     assert subs.functions["users"].environment == {
-        "TZ": "Europe/Paris", "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+        "TZ": "Europe/Paris",
+        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
     }
 
 
 def test_a_pattern_field_named_like_pattern_keeps_its_place_in_the_error() -> None:
-    text = ('[functions.x]\nhandler = "m.f"\n'
-            'pattern = { source = ["a"], patternA = { "bad-op" = 1 } }\n')
+    text = (
+        '[functions.x]\nhandler = "m.f"\n'
+        'pattern = { source = ["a"], patternA = { "bad-op" = 1 } }\n'
+    )
     with pytest.raises(SubscriptionsError) as caught:
         parse(text, source="subs.toml")
     assert str(caught.value).startswith("subs.toml:3: functions.x.pattern.patternA.bad-op: ")

@@ -13,7 +13,7 @@ from typing import Any
 
 def load_value(typed: dict[str, Any]) -> Any:
     """One typed attribute value, e.g. ``{"N": "3"}`` → ``Decimal("3")``."""
-    (tag, raw), = typed.items()
+    ((tag, raw),) = typed.items()
     if tag == "S":
         return raw
     if tag == "N":

@@ -23,9 +23,13 @@ class ConcurrencyError(BridgeError):
         self.attempted = attempted
         self.existing = existing
         if existing >= attempted:
-            message = (f"conflict on {pk}: version {attempted} already exists "
-                       f"(latest version is {existing})")
+            message = (
+                f"conflict on {pk}: version {attempted} already exists "
+                f"(latest version is {existing})"
+            )
         else:
-            message = (f"conflict on {pk}: expected version {attempted - 1}, but the "
-                       f"latest version is {existing}")
+            message = (
+                f"conflict on {pk}: expected version {attempted - 1}, but the "
+                f"latest version is {existing}"
+            )
         super().__init__(message)

@@ -135,8 +135,9 @@ class LogItem:
         for kind, name in (("log", self.log), ("id", self.id), ("type", self.type)):
             if len(name) > MAX_NAME_LENGTH:
                 # Names travel in every event; the 10 KB partial rule cuts the payload only.
-                raise ValidationError(f"{kind} is {len(name)} characters; at most "
-                                      f"{MAX_NAME_LENGTH} are allowed")
+                raise ValidationError(
+                    f"{kind} is {len(name)} characters; at most {MAX_NAME_LENGTH} are allowed"
+                )
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             raise ValidationError(f"version must be an integer >= 1, got {self.version!r}")
         if not isinstance(self.payload, dict):

@@ -38,6 +38,7 @@ def region_from(environ: Mapping[str, str]) -> str:
     ``AWS_DEFAULT_REGION``, then us-east-1 — the same everywhere, CLI and functions."""
     return environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
 
+
 PUBLISHER_HANDLER = "bridge.lambdas.publisher.handler"
 # A stack name is letters, digits and hyphens; the stage is also part of table,
 # function and queue names, so it keeps to the characters all of them accept.

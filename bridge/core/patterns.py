@@ -515,11 +515,14 @@ def _parse(pattern: dict[str, Any] | str) -> dict[str, Any]:
         try:
             pattern = json.loads(pattern)
         except ValueError as exc:
-            raise PatternError(f"not valid JSON: {exc}",
-                               text=f"pattern is not valid JSON: {exc}") from None
+            raise PatternError(
+                f"not valid JSON: {exc}", text=f"pattern is not valid JSON: {exc}"
+            ) from None
     if not isinstance(pattern, dict):
-        raise PatternError(f"must be a JSON object, got {_show(pattern)}",
-                           text=f"pattern must be a JSON object, got {_show(pattern)}")
+        raise PatternError(
+            f"must be a JSON object, got {_show(pattern)}",
+            text=f"pattern must be a JSON object, got {_show(pattern)}",
+        )
     return pattern
 
 

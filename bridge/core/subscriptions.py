@@ -82,14 +82,28 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VARIABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # Lambda refuses these in a function's configuration (its documented reserved list);
 # other AWS_* names (AWS_XRAY_CONTEXT_MISSING, AWS_LAMBDA_EXEC_WRAPPER …) and TZ are fine.
-_LAMBDA_RESERVED_VARIABLES = frozenset({
-    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
-    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-    "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_INITIALIZATION_TYPE",
-    "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_ACCESS_KEY",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
-})
+_LAMBDA_RESERVED_VARIABLES = frozenset(
+    {
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_LAMBDA_RUNTIME_API",
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+    }
+)
 # Lambda: 4 KB for all of a function's variables; 512 B are kept for the project's own.
 _ENVIRONMENT_BYTES = 4096 - 512
 _PATTERN_CHARACTERS = 2048  # EventBridge's default quota for one event pattern
@@ -291,8 +305,11 @@ class _Parser:
                 raise self.fail(where, f"must be a string, got {_kind(text)} (quote it)")
         size = sum(len(k.encode()) + len(v.encode()) for k, v in variables.items())
         if size > _ENVIRONMENT_BYTES:
-            raise self.fail(path, f"is {size} bytes; Lambda allows 4 KB for all variables, "
-                                  f"so at most {_ENVIRONMENT_BYTES} here")
+            raise self.fail(
+                path,
+                f"is {size} bytes; Lambda allows 4 KB for all variables, "
+                f"so at most {_ENVIRONMENT_BYTES} here",
+            )
         return dict(variables)
 
     def permissions(self, value: Any, path: tuple[str, ...]) -> tuple[str, ...]:
@@ -309,8 +326,9 @@ class _Parser:
             pattern = validate_pattern(value)
             length = len(json.dumps(pattern, separators=(",", ":")))
             if length > _PATTERN_CHARACTERS:
-                raise PatternError(f"is {length} characters; EventBridge allows "
-                                   f"{_PATTERN_CHARACTERS}")
+                raise PatternError(
+                    f"is {length} characters; EventBridge allows {_PATTERN_CHARACTERS}"
+                )
             return pattern
         except PatternError as error:
             inner = tuple(error.path.split(".")) if error.path else ()

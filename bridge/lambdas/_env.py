@@ -19,6 +19,8 @@ import boto3
 from bridge.core.names import region_from
 
 logger = logging.getLogger("bridge.lambdas")
+
+
 # The Lambda runtime leaves the root logger at WARNING; our count lines are INFO.
 # AWS_LAMBDA_LOG_LEVEL (Lambda's own log-level control) wins when it is set.
 def _level(name: str) -> int:

@@ -125,8 +125,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 raise  # nothing sent yet: Lambda retries the whole batch
             # Earlier calls were published: report this call's first record, so the
             # retry starts there instead of sending those events again.
-            _env.log("PutEvents failed", level=logging.ERROR,
-                     error=f"{type(error).__name__}: {error}")
+            _env.log(
+                "PutEvents failed", level=logging.ERROR, error=f"{type(error).__name__}: {error}"
+            )
             failed_positions = [position_of[id(batch[0])]]
             break
         retries += batch_retries

@@ -101,9 +101,6 @@ def replay_arn(region: str, account: str, name: str) -> str:
     return f"arn:aws:events:{region}:{account}:replay/{name}"
 
 
-
-
-
 # --------------------------------------------------------------------------- rules
 
 
@@ -395,8 +392,7 @@ class Bus:
             return _entry_error(
                 "InvalidArgument", "Parameter Time is not valid. Reason: Time is malformed."
             )
-        event = envelope(entry, account=self.account, region=self.region, time=when,
-                         detail=detail)
+        event = envelope(entry, account=self.account, region=self.region, time=when, detail=detail)
         if self.archive is not None:
             try:
                 self.archive.add(event)

@@ -21,8 +21,9 @@ from bridge.offline.cloud import LocalCloud, OfflineOptions
 from bridge.offline.state import DatabaseLock, database_files
 
 
-def run_offline(options: dict[str, Any], routes: dict[str, str], *, as_json: bool,
-                verbosity: int) -> None:
+def run_offline(
+    options: dict[str, Any], routes: dict[str, str], *, as_json: bool, verbosity: int
+) -> None:
     from bridge.subscriptions import load, project_root
 
     configure_logging(verbosity)
@@ -90,8 +91,10 @@ async def _serve(cloud: LocalCloud, as_json: bool) -> None:
         for waiter in (asked, broke):
             waiter.cancel()
         if not as_json and not cloud.broken.is_set():
-            _say("stopping: publishing what the stream still holds "
-                 "(Ctrl-C again to quit at once) …", err=True)
+            _say(
+                "stopping: publishing what the stream still holds (Ctrl-C again to quit at once) …",
+                err=True,
+            )
     finally:
         saved = await cloud.stop()
     summary = {
@@ -103,8 +106,10 @@ async def _serve(cloud: LocalCloud, as_json: bool) -> None:
         _say(json.dumps({"stopped": summary}))
     else:
         kept = f", {sum(saved.values())} items in {len(saved)} tables kept" if saved else ""
-        _say(f"stopped: {summary['published']} stream records published, "
-             f"{summary['archived']} events archived{kept}")
+        _say(
+            f"stopped: {summary['published']} stream records published, "
+            f"{summary['archived']} events archived{kept}"
+        )
 
 
 def _say(text: str, err: bool = False) -> None:
@@ -116,28 +121,46 @@ def _say(text: str, err: bool = False) -> None:
 def _print_started(cloud: LocalCloud, as_json: bool) -> None:
     o = cloud.options
     # Any key works locally; set one so the SDKs never go looking for a real account.
-    exports = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-               **cloud.endpoint_variables()}
+    exports = {
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        **cloud.endpoint_variables(),
+    }
     if as_json:
-        click.echo(json.dumps({
-            "dynamodb": cloud.dynamodb_url, "events": cloud.events_url, "websocket": cloud.ws_url,
-            "db": str(o.db), "restored": cloud.restored, "exports": exports,
-        }), nl=True)
+        click.echo(
+            json.dumps(
+                {
+                    "dynamodb": cloud.dynamodb_url,
+                    "events": cloud.events_url,
+                    "websocket": cloud.ws_url,
+                    "db": str(o.db),
+                    "restored": cloud.restored,
+                    "exports": exports,
+                }
+            ),
+            nl=True,
+        )
         sys.stdout.flush()
         return
     kind = "embedded" if cloud.embedded else "external"
-    restored = (f"; restored {sum(cloud.restored.values())} items in {len(cloud.restored)} "
-                "tables" if cloud.restored else "")
+    restored = (
+        f"; restored {sum(cloud.restored.values())} items in {len(cloud.restored)} tables"
+        if cloud.restored
+        else ""
+    )
     functions = ", ".join(cloud.runtime.function_names())
-    click.echo(f"bridge offline (stage {o.stage}) is running — Ctrl-C stops it cleanly.\n"
-               f"  DynamoDB     {cloud.dynamodb_url}  ({kind}{restored})\n"
-               f"  EventBridge  {cloud.events_url}  (bus {BUS_NAME}, "
-               f"{_count(len(cloud.bus.rules), 'rule')}, archive {ARCHIVE_NAME})\n"
-               f"  Lambda       {cloud.events_url}  ({functions})\n"
-               f"  WebSocket    {cloud.ws_url}  (management API {cloud.management_url}"
-               + (", $connect needs SigV4 with key local/local" if o.iam_auth else "") + ")\n"
-               f"  archive      {o.db} (SQLite, table events)\n"
-               "Point the AWS CLI and SDKs at it:")
+    click.echo(
+        f"bridge offline (stage {o.stage}) is running — Ctrl-C stops it cleanly.\n"
+        f"  DynamoDB     {cloud.dynamodb_url}  ({kind}{restored})\n"
+        f"  EventBridge  {cloud.events_url}  (bus {BUS_NAME}, "
+        f"{_count(len(cloud.bus.rules), 'rule')}, archive {ARCHIVE_NAME})\n"
+        f"  Lambda       {cloud.events_url}  ({functions})\n"
+        f"  WebSocket    {cloud.ws_url}  (management API {cloud.management_url}"
+        + (", $connect needs SigV4 with key local/local" if o.iam_auth else "")
+        + ")\n"
+        f"  archive      {o.db} (SQLite, table events)\n"
+        "Point the AWS CLI and SDKs at it:"
+    )
     for name, value in exports.items():
         click.echo(f"  export {name}={value}")
     sys.stdout.flush()
@@ -155,7 +178,8 @@ def _describe(db: Path) -> list[str]:
         if "dynamodb_tables" in tables:
             for (name,) in conn.execute("SELECT name FROM dynamodb_tables"):
                 (items,) = conn.execute(
-                    "SELECT COUNT(*) FROM dynamodb_items WHERE table_name=?", (name,)).fetchone()
+                    "SELECT COUNT(*) FROM dynamodb_items WHERE table_name=?", (name,)
+                ).fetchone()
                 lines.append(f"table {name} ({items} items)")
         if "events" in tables:
             (events,) = conn.execute("SELECT COUNT(*) FROM events").fetchone()
@@ -170,9 +194,10 @@ def clean_local_data(db: Path, yes: bool, target: Any = None) -> None:
     """Say what will go, ask (unless ``yes``), then remove it."""
     tables = _endpoint_tables(target) if target else []
     if not db.exists() and not tables:
-        click.echo(f"nothing to clean: {db} does not exist"
-                   + (f" and {target.dynamodb_endpoint} has no {target.stage} tables"
-                      if target else ""))
+        click.echo(
+            f"nothing to clean: {db} does not exist"
+            + (f" and {target.dynamodb_endpoint} has no {target.stage} tables" if target else "")
+        )
         return
     lock = DatabaseLock(db).acquire()  # refused while a `bridge offline` uses the file
     try:

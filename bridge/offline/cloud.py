@@ -82,8 +82,9 @@ class OfflineOptions:
 class LocalCloud:
     """Start with ``await cloud.start()``, stop with ``await cloud.stop()``."""
 
-    def __init__(self, options: OfflineOptions, subscriptions: Subscriptions,
-                 project_root: Path) -> None:
+    def __init__(
+        self, options: OfflineOptions, subscriptions: Subscriptions, project_root: Path
+    ) -> None:
         self.options = options
         self.subscriptions = subscriptions
         self.project_root = project_root
@@ -141,8 +142,11 @@ class LocalCloud:
     def _session(self) -> Any:
         import boto3
 
-        return boto3.Session(aws_access_key_id=FUNCTIONS_KEY, aws_secret_access_key=FUNCTIONS_KEY,
-                             region_name=self.options.region)
+        return boto3.Session(
+            aws_access_key_id=FUNCTIONS_KEY,
+            aws_secret_access_key=FUNCTIONS_KEY,
+            region_name=self.options.region,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -158,9 +162,11 @@ class LocalCloud:
         await asyncio.to_thread(check_database, o.db)
         lock = self._lock = DatabaseLock(o.db).acquire()
         if lock.stale:
-            log.warning("the last `bridge offline` on %s did not stop cleanly (killed?): its "
-                        "tables are as it last saved them (at a quiet moment or a clean stop)",
-                        o.db)
+            log.warning(
+                "the last `bridge offline` on %s did not stop cleanly (killed?): its "
+                "tables are as it last saved them (at a quiet moment or a clean stop)",
+                o.db,
+            )
         try:
             o.events_port = o.events_port or free_port(o.host)
             o.ws_port = o.ws_port or free_port(o.host)
@@ -184,8 +190,9 @@ class LocalCloud:
             if self.embedded:
                 self.restored = await asyncio.to_thread(restore_tables, client, o.db)
             dynamodb = session.resource("dynamodb", endpoint_url=self.dynamodb_url)
-            await asyncio.to_thread(create_tables, dynamodb, log_table_name(o.stage),
-                                    core_table_name(o.stage))
+            await asyncio.to_thread(
+                create_tables, dynamodb, log_table_name(o.stage), core_table_name(o.stage)
+            )
             if self.embedded:  # restored, streams on: clients may write now
                 # What is there now is what was restored: the first write of a client
                 # (even one waiting at the door) counts as a change to save.
@@ -207,8 +214,10 @@ class LocalCloud:
             try:
                 await self.runtime.warm()
             except Exception as error:  # noqa: BLE001 - Lambda retries init on first use
-                log.warning("a function could not be warmed up (it will be tried again when "
-                            "invoked): %s", error)
+                log.warning(
+                    "a function could not be warmed up (it will be tried again when invoked): %s",
+                    error,
+                )
             self.bus = Bus(
                 rules=rules_from(self.subscriptions, o.stage, o.region, ACCOUNT),
                 deliver=self.runtime.invoke_async,
@@ -234,7 +243,8 @@ class LocalCloud:
             self._poll_task = asyncio.create_task(self.poller.run(), name="stream-poller")
             if self.embedded and o.keep_tables and o.autosave > 0:
                 self._autosave_task = asyncio.create_task(
-                    self._autosave(o.autosave, writes_before_clients), name="autosave")
+                    self._autosave(o.autosave, writes_before_clients), name="autosave"
+                )
                 self._cleanups.append(self._stop_autosave)
         except BaseException:
             await self._stop_started()
@@ -245,8 +255,13 @@ class LocalCloud:
 
     def _route_functions(self) -> list[FunctionSpec]:
         return [
-            FunctionSpec(name=_route_function(route), handler=handler, pattern=None,
-                         retry_attempts=0, timeout=29)
+            FunctionSpec(
+                name=_route_function(route),
+                handler=handler,
+                pattern=None,
+                retry_attempts=0,
+                timeout=29,
+            )
             for route, handler in self.options.ws_routes.items()
         ]
 
@@ -258,14 +273,21 @@ class LocalCloud:
         async def invoke(route: str, event: dict[str, Any]) -> Any:
             result = await self.runtime.invoke(_route_function(route), event)
             if not result.ok:
-                raise RuntimeError(f"{result.error.get('errorType')}: "
-                                   f"{result.error.get('errorMessage')}")
+                raise RuntimeError(
+                    f"{result.error.get('errorType')}: {result.error.get('errorMessage')}"
+                )
             return result.payload
 
         self.gateway = Gateway(
-            stage=o.stage, invoke=invoke, routes=set(o.ws_routes), host=o.host, port=o.ws_port,
-            idle_timeout=o.idle_timeout, max_connection_age=o.max_connection_age,
-            iam_auth=o.iam_auth, credentials=SIGNING_CREDENTIALS if o.iam_auth else None,
+            stage=o.stage,
+            invoke=invoke,
+            routes=set(o.ws_routes),
+            host=o.host,
+            port=o.ws_port,
+            idle_timeout=o.idle_timeout,
+            max_connection_age=o.max_connection_age,
+            iam_auth=o.iam_auth,
+            credentials=SIGNING_CREDENTIALS if o.iam_auth else None,
             region=o.region,
         )
         await self.gateway.start()
@@ -277,9 +299,11 @@ class LocalCloud:
         while (status := self.embedded.exit_status()) is None:
             await asyncio.sleep(0.5)
         how = f"killed by signal {-status}" if status < 0 else f"exit code {status}"
-        self.broken_reason = (f"the embedded DynamoDB exited unexpectedly ({how}); its tables "
-                              f"are as last saved in {self.options.db}, restored at the next "
-                              "start")
+        self.broken_reason = (
+            f"the embedded DynamoDB exited unexpectedly ({how}); its tables "
+            f"are as last saved in {self.options.db}, restored at the next "
+            "start"
+        )
         self.broken.set()  # stop() reports the reason, once
 
     async def stop(self) -> dict[str, int]:
@@ -332,8 +356,7 @@ class LocalCloud:
                 break
         await self.events.stop()  # no more PutEvents from outside …
         await self.runtime.drain()  # … and what the last handlers published has run
-        log.info("pipeline drained: %d stream records published in all",
-                 self.poller.published)
+        log.info("pipeline drained: %d stream records published in all", self.poller.published)
 
     async def _autosave(self, interval: float, saved: int) -> None:
         """Save the tables whenever the endpoint has been quiet for ``interval`` seconds.
@@ -356,8 +379,7 @@ class LocalCloud:
                 last = writes
                 if writes == saved or not quiet or not await self._settled(time.monotonic()):
                     continue
-                snapshot = await asyncio.to_thread(
-                    read_tables, self._client, self._autosave_halt)
+                snapshot = await asyncio.to_thread(read_tables, self._client, self._autosave_halt)
                 if (await asyncio.to_thread(self.embedded.write_counts))[0] != writes:
                     wait = min(wait * 2, 60.0)  # written to while read: wait for a longer lull
                     continue

@@ -35,11 +35,22 @@ OPEN_WRITES_PATH = "/__bridge/open-writes"
 WRITES_PATH = "/__bridge/writes"
 # Operations that may change a table. A read miscounted here costs a needless
 # save; a write missed would cost a save that lacks it, so PartiQL counts too.
-WRITE_OPERATIONS = frozenset({
-    "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems",
-    "ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction",
-    "CreateTable", "UpdateTable", "DeleteTable", "UpdateTimeToLive",
-})
+WRITE_OPERATIONS = frozenset(
+    {
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "BatchWriteItem",
+        "TransactWriteItems",
+        "ExecuteStatement",
+        "BatchExecuteStatement",
+        "ExecuteTransaction",
+        "CreateTable",
+        "UpdateTable",
+        "DeleteTable",
+        "UpdateTimeToLive",
+    }
+)
 
 
 class _Gate:
@@ -89,7 +100,6 @@ class _Gate:
                 self.in_flight -= 1
                 self.writing -= write
 
-
     def close(self, timeout: float = 10.0) -> None:
         """Refuse new writes, then wait for those in flight (streams stay readable)."""
         self.open = False
@@ -108,7 +118,10 @@ class EmbeddedDynamoDB:
     """moto's DynamoDB (and Streams) endpoint served from a background thread."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 8000, trusted_key: str | None = None,
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        trusted_key: str | None = None,
         closed: bool = False,
     ) -> None:
         self.host = host
@@ -196,13 +209,24 @@ class DynamoDBProcess:
 
     def start(self) -> DynamoDBProcess:
         self.port = self.port or free_port(self.host)
-        command = [sys.executable, "-m", "bridge.offline.dynamodb", "--host", self.host,
-                   "--port", str(self.port)]
+        command = [
+            sys.executable,
+            "-m",
+            "bridge.offline.dynamodb",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
         if self.trusted_key:
             command += ["--trusted-key", self.trusted_key, "--closed"]
         self._process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True,
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         ready = self._process.stdout.readline()
         if not ready:

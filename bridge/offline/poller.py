@@ -157,8 +157,9 @@ class StreamPoller:
             handled = await self.poll_once(refresh=True, final=True)
             log.debug("catch-up pass: %d records over %d shards", handled, len(self.shards))
             if not handled and not any(s.pending for s in self.shards.values()):
-                log.info("stream caught up: %d records published while stopping",
-                         self.published - before)
+                log.info(
+                    "stream caught up: %d records published while stopping", self.published - before
+                )
                 return
             if not handled:
                 await asyncio.sleep(0.05)
@@ -184,7 +185,7 @@ class StreamPoller:
         if self.stream_arn and not force and now - self._shards_checked < 1.0:
             return True
         self._shards_checked = now
-        table = (await asyncio.to_thread(self.dynamodb.describe_table, TableName=self.table_name))
+        table = await asyncio.to_thread(self.dynamodb.describe_table, TableName=self.table_name)
         arn = table["Table"].get("LatestStreamArn")
         if not arn:
             return False
@@ -210,9 +211,7 @@ class StreamPoller:
             kwargs["ExclusiveStartShardId"] = last
 
     async def _iterator(self, shard: ShardState) -> str:
-        sequence, _ = await asyncio.to_thread(
-            self.checkpoints.get, self.stream_arn, shard.shard_id
-        )
+        sequence, _ = await asyncio.to_thread(self.checkpoints.get, self.stream_arn, shard.shard_id)
         kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard.shard_id}
         if sequence:
             kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=sequence)
@@ -272,15 +271,25 @@ class StreamPoller:
             return len(done) + given_up
         delay = min(30.0, self.retry_delay * 2 ** (shard.attempts - 1))
         shard.retry_at = time.monotonic() + delay
-        log.warning("publisher failed on %d of %d records (attempt %d, retry in %.1f s): %s",
-                    len(shard.pending), len(records), shard.attempts, delay, reason)
+        log.warning(
+            "publisher failed on %d of %d records (attempt %d, retry in %.1f s): %s",
+            len(shard.pending),
+            len(records),
+            shard.attempts,
+            delay,
+            reason,
+        )
         return len(done)
 
     async def _fill(self, shard: ShardState) -> None:
         shard.pending.extend(await self._read(shard, self.batch_size))
         deadline = time.monotonic() + self.batch_window
-        while (shard.pending and len(shard.pending) < self.batch_size and shard.iterator
-               and time.monotonic() < deadline):
+        while (
+            shard.pending
+            and len(shard.pending) < self.batch_size
+            and shard.iterator
+            and time.monotonic() < deadline
+        ):
             more = await self._read(shard, self.batch_size - len(shard.pending))
             if not more:
                 await asyncio.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
@@ -288,8 +297,11 @@ class StreamPoller:
 
     async def _checkpoint(self, shard: ShardState, done: list[dict[str, Any]], last: bool) -> None:
         await asyncio.to_thread(
-            self.checkpoints.save, self.stream_arn, shard.shard_id,
-            done[-1]["dynamodb"]["SequenceNumber"], shard.finished and last,
+            self.checkpoints.save,
+            self.stream_arn,
+            shard.shard_id,
+            done[-1]["dynamodb"]["SequenceNumber"],
+            shard.finished and last,
         )
         self.published += len(done)
 
@@ -297,11 +309,19 @@ class StreamPoller:
         """As Lambda does after its retry attempts: record the batch, move on."""
         records, shard.pending, shard.attempts = shard.pending, [], 0
         await asyncio.to_thread(
-            self.checkpoints.set_aside, self.stream_arn, shard.shard_id, records,
-            str(reason), shard.finished,
+            self.checkpoints.set_aside,
+            self.stream_arn,
+            shard.shard_id,
+            records,
+            str(reason),
+            shard.finished,
         )
         self.failed += len(records)
-        log.error("publisher gave up on %d records (sequence numbers %s to %s): %s; they are "
-                  "kept in the stream_failures table of the local database",
-                  len(records), records[0]["dynamodb"]["SequenceNumber"],
-                  records[-1]["dynamodb"]["SequenceNumber"], reason)
+        log.error(
+            "publisher gave up on %d records (sequence numbers %s to %s): %s; they are "
+            "kept in the stream_failures table of the local database",
+            len(records),
+            records[0]["dynamodb"]["SequenceNumber"],
+            records[-1]["dynamodb"]["SequenceNumber"],
+            reason,
+        )

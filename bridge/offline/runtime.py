@@ -377,8 +377,9 @@ class FunctionRuntime:
         """
         functions = [self._function(n) for n in names] if names else self._functions.values()
         cold = [f for f in functions if not f.idle]
-        started = await asyncio.gather(*(self._start_sandbox(f) for f in cold),
-                                       return_exceptions=True)
+        started = await asyncio.gather(
+            *(self._start_sandbox(f) for f in cold), return_exceptions=True
+        )
         for function, sandbox in zip(cold, started, strict=True):
             if not isinstance(sandbox, BaseException):  # the others' sandboxes stay of use
                 function.idle.append(sandbox)
@@ -484,8 +485,9 @@ class FunctionRuntime:
         if last is not None and last.error is not None:
             error = last.error
         else:  # the event expired before any attempt ran
-            error = runtime_error(EVENT_AGE_EXCEEDED,
-                                  f"event older than {spec.max_event_age} seconds")
+            error = runtime_error(
+                EVENT_AGE_EXCEEDED, f"event older than {spec.max_event_age} seconds"
+            )
         logger.warning(
             "%s request %s failed (%s after %d attempt(s)): %s: %s%s",
             spec.name,
@@ -537,8 +539,11 @@ class FunctionRuntime:
                 error = _exit_error(request_id, exc.returncode)
                 return self._finish(function, request_id, None, error, started, cold)
             except TimeoutError:
-                error = runtime_error(SANDBOX_TIMEDOUT, f"RequestId: {request_id} Error: "
-                                      f"Init phase timed out after {INIT_TIMEOUT:.2f} seconds")
+                error = runtime_error(
+                    SANDBOX_TIMEDOUT,
+                    f"RequestId: {request_id} Error: "
+                    f"Init phase timed out after {INIT_TIMEOUT:.2f} seconds",
+                )
                 return self._finish(function, request_id, None, error, started, cold)
             deadline_ms = int((time.time() + limit) * 1000)
             header = json.dumps({"id": request_id, "arn": function.arn, "deadline_ms": deadline_ms})
@@ -549,7 +554,8 @@ class FunctionRuntime:
                 self._retire(function, sandbox)
                 error = runtime_error(  # AWS names the limit, not the time measured
                     SANDBOX_TIMEDOUT,
-                    f"RequestId: {request_id} Error: Task timed out after {limit:.2f} seconds")
+                    f"RequestId: {request_id} Error: Task timed out after {limit:.2f} seconds",
+                )
                 return self._finish(function, request_id, None, error, started, cold)
             except _SandboxExited as exc:
                 self._retire(function, sandbox)

@@ -65,8 +65,10 @@ class DatabaseLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise BridgeError(f"{self.path.with_suffix('')} is in use by a running `bridge "
-                              "offline`; stop it first") from None
+            raise BridgeError(
+                f"{self.path.with_suffix('')} is in use by a running `bridge "
+                "offline`; stop it first"
+            ) from None
         self._file = handle
         return self
 
@@ -123,8 +125,9 @@ class Checkpoints:
         ).fetchall()
         return (rows[0][0], bool(rows[0][1])) if rows else (None, False)
 
-    def save(self, stream_arn: str, shard_id: str, sequence_number: str | None,
-             finished: bool = False) -> None:
+    def save(
+        self, stream_arn: str, shard_id: str, sequence_number: str | None, finished: bool = False
+    ) -> None:
         self.conn.execute(
             "INSERT INTO checkpoints (stream_arn, shard_id, sequence_number, finished) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (stream_arn, shard_id) DO UPDATE SET "
@@ -133,8 +136,14 @@ class Checkpoints:
             (stream_arn, shard_id, sequence_number, int(finished)),
         )
 
-    def set_aside(self, stream_arn: str, shard_id: str, records: list[dict[str, Any]],
-                  reason: str, finished: bool) -> None:
+    def set_aside(
+        self,
+        stream_arn: str,
+        shard_id: str,
+        records: list[dict[str, Any]],
+        reason: str,
+        finished: bool,
+    ) -> None:
         """Keep a batch the publisher gave up on and move the shard's checkpoint past
         it, in one transaction: a crash between the two would record it twice (the
         stack sends a description to an SQS queue; locally the records are kept)."""
