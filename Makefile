@@ -14,8 +14,7 @@ $(BIN)/bridge: pyproject.toml
 demo: $(BIN)/bridge
 	$(BIN)/bridge demo
 
-test: $(BIN)/bridge
-	$(BIN)/ruff check .
+test: lint
 	$(BIN)/pytest -q
 
 lint: $(BIN)/bridge
