@@ -18,11 +18,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from bridge.core.batch import BatchOutcomes, BatchResponse
 from bridge.core.dynamo_json import load_item
-from bridge.core.events import BUS_NAME, MAX_PUT_BYTES, batches, entry_for, entry_size
+from bridge.core.events import MAX_PUT_BYTES, batches, entry_for, entry_size
 from bridge.core.log import STREAM_SUFFIX, LogItem
+from bridge.core.names import BUS_NAME
+from bridge.core.retry import RetryPolicy
 from bridge.lambdas import _env
 
 PUBLISHED_EVENTS = ("INSERT", "MODIFY")
@@ -34,18 +38,29 @@ MAX_ATTEMPTS = 4
 BASE_DELAY_SECONDS = 0.1
 MAX_DELAY_SECONDS = 2.0
 
-
-def _attempts() -> int:
-    return max(1, int(os.environ.get("PUBLISH_MAX_ATTEMPTS", MAX_ATTEMPTS)))
+Entry = dict[str, Any]
 
 
-def _delay(retry: int) -> float:
+@dataclass
+class _Tally:
+    """What one invocation sent, for its summary line."""
+
+    published: int = 0
+    retries: int = 0
+
+
+def _retry_policy() -> RetryPolicy:
+    """Read at call time, so one container follows the environment it is given."""
+    attempts = max(1, int(os.environ.get("PUBLISH_MAX_ATTEMPTS", MAX_ATTEMPTS)))
     base = float(os.environ.get("PUBLISH_RETRY_BASE_DELAY", BASE_DELAY_SECONDS))
-    return min(MAX_DELAY_SECONDS, base * 2**retry)
+    return RetryPolicy(attempts, max(0.0, base), MAX_DELAY_SECONDS)
 
 
-def _entry(record: dict[str, Any], bus: str) -> dict[str, Any] | None:
-    """The PutEvents entry a stream record becomes, or None when it is not one to publish."""
+# ---------------------------------------------------------------- record selection
+
+
+def _log_item(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The new image of the log item a record writes, or None when it is not one to publish."""
     if record.get("eventName") not in PUBLISHED_EVENTS:
         return None
     image = record.get("dynamodb", {}).get("NewImage")
@@ -55,6 +70,11 @@ def _entry(record: dict[str, Any], bus: str) -> dict[str, Any] | None:
     pk = item.get("pk")
     if not isinstance(pk, str) or not pk.endswith(STREAM_SUFFIX):
         return None
+    return item
+
+
+def _entry(item: dict[str, Any], record: dict[str, Any], bus: str) -> Entry | None:
+    """The PutEvents entry a log item becomes, or None (logged) when none can be built."""
     try:
         entry = entry_for(LogItem.from_item(item), bus)
         if entry_size(entry) > MAX_PUT_BYTES:
@@ -66,7 +86,7 @@ def _entry(record: dict[str, Any], bus: str) -> dict[str, Any] | None:
         _env.log(
             "skipped an invalid log item",
             level=logging.ERROR,
-            pk=pk,
+            pk=item.get("pk"),
             sk=str(item.get("sk")),
             error=f"{type(error).__name__}: {error}",
             sequenceNumber=record.get("dynamodb", {}).get("SequenceNumber"),
@@ -74,89 +94,149 @@ def _entry(record: dict[str, Any], bus: str) -> dict[str, Any] | None:
         return None
 
 
-def _put(client: Any, entries: list[dict[str, Any]]) -> list[int]:
-    """Send one PutEvents batch; the positions (in ``entries``) that were rejected."""
+def _select(records: list[dict[str, Any]], bus: str) -> list[tuple[int, Entry]]:
+    """(record position, entry) for each record that becomes an event, in stream order."""
+    selected: list[tuple[int, Entry]] = []
+    for position, record in enumerate(records):
+        item = _log_item(record)
+        entry = None if item is None else _entry(item, record, bus)
+        if entry is not None:
+            selected.append((position, entry))
+    return selected
+
+
+# ---------------------------------------------------------------- PutEvents
+
+
+def _put(client: Any, entries: list[Entry]) -> list[tuple[int, str]]:
+    """Send one PutEvents call; the positions (in ``entries``) rejected, and why."""
     response = client.put_events(Entries=entries)
     if not response.get("FailedEntryCount"):
         return []
     # Results come back in request order, one per entry; a failed one has ErrorCode.
-    return [i for i, result in enumerate(response["Entries"]) if result.get("ErrorCode")]
+    return [
+        (i, _rejection(result))
+        for i, result in enumerate(response["Entries"])
+        if result.get("ErrorCode")
+    ]
 
 
-def _publish_batch(client: Any, entries: list[dict[str, Any]]) -> tuple[list[int], int]:
+def _rejection(result: dict[str, Any]) -> str:
+    """Why PutEvents refused one entry: its error code, and the message when it has one."""
+    message = result.get("ErrorMessage")
+    return f"{result['ErrorCode']}: {message}" if message else str(result["ErrorCode"])
+
+
+def _put_with_backoff(
+    client: Any, entries: list[Entry], policy: RetryPolicy
+) -> tuple[list[tuple[int, str]], int]:
     """Send a batch, re-sending only the rejected entries with backoff.
 
-    Returns the positions that still failed after the last attempt and how many
-    re-sends were made.
+    Returns the positions that still failed after the last attempt (in stream
+    order, with the last rejection's reason) and how many re-sends were made.
     """
     pending = list(range(len(entries)))
+    failed: list[tuple[int, str]] = []
     retries = 0
-    for attempt in range(_attempts()):
+    for attempt in range(policy.max_attempts):
         if attempt:
-            time.sleep(_delay(attempt - 1))
+            time.sleep(policy.delay(attempt - 1))
             retries += 1
-        failed = _put(client, [entries[i] for i in pending])
-        pending = [pending[i] for i in failed]  # keeps the original (stream) order
+        rejected = _put(client, [entries[i] for i in pending])
+        failed = [(pending[i], reason) for i, reason in rejected]  # keeps stream order
+        pending = [position for position, _ in failed]
         if not pending:
             break
-    return pending, retries
+    return failed, retries
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Publish one batch of stream records; report the first unpublished one to Lambda."""
-    records: list[dict[str, Any]] = event.get("Records") or []
-    bus = _env.setting("EVENT_BUS_NAME", BUS_NAME)
-    # (record position, entry) for each record that becomes an event, in stream order.
-    selected: list[tuple[int, dict[str, Any]]] = []
-    for position, record in enumerate(records):
-        entry = _entry(record, bus)
-        if entry is not None:
-            selected.append((position, entry))
+def _publish(
+    client: Any, selected: list[tuple[int, Entry]], outcomes: BatchOutcomes, policy: RetryPolicy
+) -> _Tally:
+    """Send the entries in PutEvents batches, recording each record's outcome.
 
-    client = _env.client("events") if selected else None
-    position_of = {id(entry): position for position, entry in selected}
-    published = retries = 0
-    failed_positions: list[int] = []
+    Stops at the first batch that does not go through in full: everything from its
+    first failed record on is re-sent by Lambda anyway, and sending later records
+    now would only put more events of the same keys ahead of the one that is missing.
+    Those later records get no outcome, which reports them as not done.
+    """
+    tally = _Tally()
+    offset = 0  # batches() keeps the entries' order, so positions follow by counting
     for batch in batches(entry for _, entry in selected):
+        positions = [position for position, _ in selected[offset : offset + len(batch)]]
+        offset += len(batch)
         try:
-            still_failing, batch_retries = _publish_batch(client, batch)
+            still_failing, retries = _put_with_backoff(client, batch, policy)
         except Exception as error:
-            if not published:
+            if not tally.published:
                 raise  # nothing sent yet: Lambda retries the whole batch
-            # Earlier calls were published: report this call's first record, so the
-            # retry starts there instead of sending those events again.
-            _env.log(
-                "PutEvents failed", level=logging.ERROR, error=f"{type(error).__name__}: {error}"
-            )
-            failed_positions = [position_of[id(batch[0])]]
+            # Earlier calls were published: report this call's records as failed, so
+            # the retry starts at its first one instead of sending those events again.
+            reason = f"{type(error).__name__}: {error}"
+            _env.log("PutEvents failed", level=logging.ERROR, error=reason)
+            for position in positions:
+                outcomes.failed(position, reason)
             break
-        retries += batch_retries
-        published += len(batch) - len(still_failing)
+        tally.retries += retries
+        tally.published += len(batch) - len(still_failing)
+        reasons = {positions[i]: reason for i, reason in still_failing}
+        for position in positions:
+            if position in reasons:
+                outcomes.failed(position, reasons[position])
+            else:
+                outcomes.succeeded(position)
         if still_failing:
-            failed_positions = [position_of[id(batch[i])] for i in still_failing]
-            # Stop here: everything from the failed record on is re-sent by Lambda
-            # anyway, and sending later records now would only put more events of
-            # the same keys ahead of the one that is missing.
             break
+    return tally
 
-    not_sent = len(selected) - published
+
+# ---------------------------------------------------------------- the handler
+
+
+def _log_summary(
+    records: list[dict[str, Any]],
+    selected: list[tuple[int, Entry]],
+    tally: _Tally,
+    outcomes: BatchOutcomes,
+    bus: str,
+) -> None:
+    earliest = outcomes.earliest()
+    fields: dict[str, Any] = {}
+    if earliest is not None:
+        fields["earliestFailure"] = {
+            "sequenceNumber": earliest.item_id,
+            "reason": earliest.reason,
+        }
     _env.log(
         "published stream records",
-        level=logging.WARNING if failed_positions else logging.INFO,
+        level=logging.WARNING if earliest is not None else logging.INFO,
         records=len(records),
         events=len(selected),
         skipped=len(records) - len(selected),
-        published=published,
-        retries=retries,
-        failed=not_sent,
+        published=tally.published,
+        retries=tally.retries,
+        failed=len(selected) - tally.published,
         bus=bus,
+        **fields,
     )
-    if not failed_positions:
-        return {"batchItemFailures": []}
+
+
+def handler(event: dict[str, Any], context: Any) -> BatchResponse:
+    """Publish one batch of stream records; report the first unpublished one to Lambda."""
+    records: list[dict[str, Any]] = event.get("Records") or []
+    bus = _env.setting("EVENT_BUS_NAME", BUS_NAME)
+    selected = _select(records, bus)
+    outcomes = BatchOutcomes.for_records(records)
+    chosen = {position for position, _ in selected}
+    for position in range(len(records)):
+        if position not in chosen:
+            outcomes.succeeded(position)  # not an event of any log: nothing to publish
+    tally = _Tally()
+    if selected:
+        tally = _publish(_env.client("events"), selected, outcomes, _retry_policy())
+    _log_summary(records, selected, tally, outcomes, bus)
     # Reporting the earliest failed record is enough, and the only report that keeps
-    # order: Lambda checkpoints just before the lowest reported sequence number and
-    # re-delivers the shard from there, so that record and every record after it
-    # (failed or not) come again, in stream order; records before it were published.
-    # Consumers see the re-sent ones as duplicates and ignore them by version.
-    earliest = records[min(failed_positions)]
-    return {"batchItemFailures": [{"itemIdentifier": earliest["dynamodb"]["SequenceNumber"]}]}
+    # order: Lambda re-delivers the shard from it, so that record and every record
+    # after it (failed or not) come again, in stream order; records before it were
+    # published. Consumers see the re-sent ones as duplicates and ignore them by version.
+    return outcomes.response()
