@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from bridge.offline.poller import StreamPoller
+from bridge.core.batch import Verdict
+from bridge.offline.poller import StreamPoller, verdict
 from bridge.offline.runtime import InvocationResult
 from bridge.offline.state import Checkpoints
 
@@ -194,3 +195,14 @@ async def test_a_batch_that_keeps_failing_is_set_aside_and_the_shard_moves_on(
     store.append("users", "7", "t", {"id": "7"})  # the shard is not blocked
     await poller.catch_up()
     assert failing.delivered()[-1] == 3
+
+
+def test_a_function_error_retries_the_whole_batch_and_an_answer_is_read_by_core():
+    records = [{"dynamodb": {"SequenceNumber": n}} for n in ("10", "20", "30")]
+    error = {"errorType": "Exception", "errorMessage": "boom", "trace": []}
+    assert verdict(InvocationResult("r", None, error, 1.0), records) == Verdict(0, str(error))
+    answer = {"batchItemFailures": [{"itemIdentifier": "20"}]}
+    assert verdict(InvocationResult("r", answer, None, 1.0), records).resume_at == 1
+    assert verdict(InvocationResult("r", None, None, 1.0), records).done
+    # An answer that is no batch response (the old reading took it for success).
+    assert verdict(InvocationResult("r", "ok", None, 1.0), records).resume_at == 0

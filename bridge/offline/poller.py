@@ -4,7 +4,9 @@ Reads the log table's stream through the DynamoDB Streams API (so it works on th
 embedded endpoint and on DynamoDB Local alike), follows new shards (parents first),
 and invokes the publisher with the Lambda event shape. A failed invocation is
 retried with the same records; a partial batch failure (``batchItemFailures``) is
-retried from the reported record on, so order per key is kept. After each success
+retried from the reported record on, so order per key is kept (the answer is read,
+odd ones included, by :mod:`bridge.core.batch`; attempts and back-off come from
+:mod:`bridge.core.retry`). After each success
 the shard's checkpoint moves on, so a restart neither republishes nor misses one. Checkpoint
 I/O runs in a thread: the archive shares the SQLite file, and a blocking wait for
 its lock on the event loop would stop the very task that releases it.
@@ -25,11 +27,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bridge.core.batch import Verdict, read_response, sequence_numbers
+from bridge.core.retry import RetryPolicy
 from bridge.offline.state import Checkpoints
 
-log = logging.getLogger("bridge.offline.poller")
+log = logging.getLogger(__name__)
 
 FINAL_ATTEMPTS = 3  # while stopping: tries of a failing batch before it is set aside
+MAX_RETRY_DELAY = 30.0  # seconds: the back-off between re-invocations stops growing here
 Invoke = Callable[[dict[str, Any]], Awaitable[Any]]  # → an object with .ok/.payload/.error
 
 
@@ -52,19 +57,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def failed_from(result: Any, records: list[dict[str, Any]]) -> int | None:
-    """Index of the first record to retry, or None when the batch succeeded."""
+def verdict(result: Any, records: list[dict[str, Any]]) -> Verdict:
+    """How an invocation with ``records`` ended: a function error retries the whole
+    batch, as Lambda does; an answer is read by the partial batch rules of core."""
     if not result.ok:
-        return 0
-    payload = result.payload if isinstance(result.payload, dict) else {}
-    failures = payload.get("batchItemFailures") or []
-    if not failures:
-        return None
-    failed = {f.get("itemIdentifier") for f in failures}
-    for index, record in enumerate(records):
-        if record["dynamodb"]["SequenceNumber"] in failed:
-            return index
-    return 0  # an identifier we don't know: Lambda retries the whole batch
+        return Verdict(0, str(result.error))
+    return read_response(sequence_numbers(records), result.payload)
 
 
 @dataclass
@@ -149,6 +147,12 @@ class StreamPoller:
     def stop(self) -> None:
         self._stop.set()
 
+    def retry_policy(self, final: bool = False) -> RetryPolicy:
+        """Attempts and back-off for a failing batch (``final``: while stopping, a
+        failing batch gets only a few tries before it is set aside)."""
+        attempts = FINAL_ATTEMPTS if final else self.max_attempts
+        return RetryPolicy(attempts, self.retry_delay, MAX_RETRY_DELAY)
+
     async def catch_up(self, timeout: float = 60.0) -> None:
         """Publish everything the stream holds now (used on shutdown, writes closed)."""
         deadline = time.monotonic() + timeout
@@ -210,9 +214,16 @@ class StreamPoller:
                 return True
             kwargs["ExclusiveStartShardId"] = last
 
+    @property
+    def _arn(self) -> str:
+        """The stream being read: shards are polled only once ``_refresh_shards`` found it."""
+        if self.stream_arn is None:
+            raise RuntimeError("the stream poller has not found the table's stream yet")
+        return self.stream_arn
+
     async def _iterator(self, shard: ShardState) -> str:
-        sequence, _ = await asyncio.to_thread(self.checkpoints.get, self.stream_arn, shard.shard_id)
-        kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard.shard_id}
+        sequence, _ = await asyncio.to_thread(self.checkpoints.get, self._arn, shard.shard_id)
+        kwargs: dict[str, Any] = {"StreamArn": self._arn, "ShardId": shard.shard_id}
         if sequence:
             kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=sequence)
         else:
@@ -233,7 +244,7 @@ class StreamPoller:
         shard.iterator = response.get("NextShardIterator")
         if shard.iterator is None:
             shard.finished = True  # a closed shard, read to its end
-        return [lambda_record(r, self.stream_arn) for r in response.get("Records", [])]
+        return [lambda_record(r, self._arn) for r in response.get("Records", [])]
 
     async def _poll_shard(self, shard: ShardState, final: bool = False) -> int:
         """Read (into ``pending`` at once, so nothing read is ever dropped), invoke,
@@ -248,15 +259,14 @@ class StreamPoller:
         if not records:
             if shard.finished:
                 await asyncio.to_thread(
-                    self.checkpoints.save, self.stream_arn, shard.shard_id, None, True
+                    self.checkpoints.save, self._arn, shard.shard_id, None, True
                 )
             return 0
         try:
-            result = await self.invoke({"Records": records})
-            failed = failed_from(result, records)
-            reason: Any = result.error or (result.payload or {}).get("batchItemFailures")
+            outcome = verdict(await self.invoke({"Records": records}), records)
         except Exception as error:  # noqa: BLE001 - the runtime itself failed: retry too
-            failed, reason = 0, f"{type(error).__name__}: {error}"
+            outcome = Verdict(0, f"{type(error).__name__}: {error}")
+        failed = outcome.resume_at
         done = records if failed is None else records[:failed]
         if done:
             await self._checkpoint(shard, done, last=failed is None)
@@ -264,20 +274,20 @@ class StreamPoller:
             shard.pending, shard.attempts = [], 0
             return len(done)
         shard.pending = records[failed:]
-        shard.attempts += 1
-        if shard.attempts >= (FINAL_ATTEMPTS if final else self.max_attempts):
+        retry = self.retry_policy(final).after_failure(shard.attempts)
+        shard.attempts = retry.attempts
+        if retry.give_up:
             given_up = len(shard.pending)
-            await self._give_up(shard, reason)
+            await self._give_up(shard, outcome.reason)
             return len(done) + given_up
-        delay = min(30.0, self.retry_delay * 2 ** (shard.attempts - 1))
-        shard.retry_at = time.monotonic() + delay
+        shard.retry_at = time.monotonic() + retry.delay
         log.warning(
             "publisher failed on %d of %d records (attempt %d, retry in %.1f s): %s",
             len(shard.pending),
             len(records),
             shard.attempts,
-            delay,
-            reason,
+            retry.delay,
+            outcome.reason,
         )
         return len(done)
 
@@ -298,22 +308,22 @@ class StreamPoller:
     async def _checkpoint(self, shard: ShardState, done: list[dict[str, Any]], last: bool) -> None:
         await asyncio.to_thread(
             self.checkpoints.save,
-            self.stream_arn,
+            self._arn,
             shard.shard_id,
             done[-1]["dynamodb"]["SequenceNumber"],
             shard.finished and last,
         )
         self.published += len(done)
 
-    async def _give_up(self, shard: ShardState, reason: Any) -> None:
+    async def _give_up(self, shard: ShardState, reason: str) -> None:
         """As Lambda does after its retry attempts: record the batch, move on."""
         records, shard.pending, shard.attempts = shard.pending, [], 0
         await asyncio.to_thread(
             self.checkpoints.set_aside,
-            self.stream_arn,
+            self._arn,
             shard.shard_id,
             records,
-            str(reason),
+            reason,
             shard.finished,
         )
         self.failed += len(records)
