@@ -6,10 +6,10 @@ and invokes the publisher with the Lambda event shape. A failed invocation is
 retried with the same records; a partial batch failure (``batchItemFailures``) is
 retried from the reported record on, so order per key is kept (the answer is read,
 odd ones included, by :mod:`bridge.core.batch`; attempts and back-off come from
-:mod:`bridge.core.retry`). After each success
-the shard's checkpoint moves on, so a restart neither republishes nor misses one. Checkpoint
-I/O runs in a thread: the archive shares the SQLite file, and a blocking wait for
-its lock on the event loop would stop the very task that releases it.
+:mod:`bridge.core.retry`). After each success the shard's checkpoint moves on, so a
+restart neither republishes nor misses one. Checkpoint I/O runs in a thread: the
+archive shares the SQLite file, and a blocking wait for its lock on the event loop
+would stop the very task that releases it.
 
 It polls again at once while records flow and backs off (up to ``max_idle``) when
 idle — unlike a fixed one-second sleep, which would put a second on every event.
@@ -151,7 +151,9 @@ class StreamPoller:
         """Attempts and back-off for a failing batch (``final``: while stopping, a
         failing batch gets only a few tries before it is set aside)."""
         attempts = FINAL_ATTEMPTS if final else self.max_attempts
-        return RetryPolicy(attempts, self.retry_delay, MAX_RETRY_DELAY)
+        # As before the policy had a class: 0 attempts gives up at the first failure,
+        # a negative delay retries at once.
+        return RetryPolicy(max(1, attempts), max(0.0, self.retry_delay), MAX_RETRY_DELAY)
 
     async def catch_up(self, timeout: float = 60.0) -> None:
         """Publish everything the stream holds now (used on shutdown, writes closed)."""
