@@ -8,7 +8,8 @@ other items in the table are not events of any log, so they are skipped; so is a
 PutEvents can reject single entries (``FailedEntryCount``, per-entry
 ``ErrorCode``) while accepting the rest. Those entries alone are re-sent with
 exponential backoff; what still fails is handed back to Lambda as a partial
-batch failure (the event source mapping needs ``ReportBatchItemFailures``).
+batch failure (the event source mapping needs ``ReportBatchItemFailures``): one
+outcome per record, the earliest not done named, by :mod:`bridge.core.batch`.
 Errors of the whole call (no such bus, access denied) are raised: boto3 has
 already retried the transient ones, and a raise shows up in the Errors metric.
 """
