@@ -30,7 +30,6 @@ management API); the ``websockets`` server cannot answer an HTTP POST.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -42,21 +41,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
+from bridge.core import apigw
+from bridge.core.apigw import CONNECT, DEFAULT, DISCONNECT
 from bridge.core.errors import BridgeError
 from bridge.core.failure import format_timestamp
 from bridge.core.names import DEFAULT_REGION, LOCAL_ACCOUNT
 from bridge.offline.ports import listen
 from bridge.offline.sigv4 import SignatureError, SignedCaller, strip_auth_params, verify_presigned
 
-log = logging.getLogger("bridge.offline.gateway")
+log = logging.getLogger(__name__)
 
 Invoke = Callable[[str, dict], Awaitable[Any]]
 """``(route_key, lambda_proxy_event) -> handler result``; raises when the handler fails."""
 
-CONNECT, DISCONNECT, DEFAULT = "$connect", "$disconnect", "$default"
 #: The API id AWS would assign; handlers only ever echo it back.
 API_ID = "offline000"
 #: Close code and reason API Gateway uses for idle and over-age connections.
@@ -65,7 +66,6 @@ INBOX_LIMIT = 100  # messages of one connection waiting for its handler
 #: RFC 6455 "no status received": what a close frame without a code is reported as.
 NO_STATUS = 1005
 _ID_ALPHABET = string.ascii_letters + string.digits
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _CLOSE_WAIT_SECONDS = 2.0
 
 
@@ -77,25 +77,9 @@ def new_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(15)) + "="
 
 
-def _request_time(epoch: float) -> str:
-    """``requestTime`` in API Gateway's CLF form, with English month names whatever the locale."""
-    t = datetime.fromtimestamp(epoch, UTC)
-    return f"{t.day:02d}/{_MONTHS[t.month - 1]}/{t.year}:{t:%H:%M:%S} +0000"
-
-
 def _iso(epoch: float) -> str:
     """ISO 8601 with milliseconds, as the management API returns timestamps."""
     return format_timestamp(datetime.fromtimestamp(epoch, UTC))
-
-
-def _single_and_multi(items: Iterable[tuple[str, str]]) -> tuple[dict | None, dict | None]:
-    """Build the ``x`` / ``multiValueX`` pair of a proxy event; ``None`` when empty, as AWS."""
-    multi: dict[str, list[str]] = {}
-    for key, value in items:
-        multi.setdefault(key, []).append(value)
-    if not multi:
-        return None, None
-    return {k: v[-1] for k, v in multi.items()}, multi
 
 
 def _json_response(status: int, payload: Mapping[str, Any] | None, **headers: str) -> web.Response:
@@ -112,23 +96,21 @@ def _error(status: int, error_type: str, message: str) -> web.Response:
 class _Connection:
     """Everything the gateway knows about one client, from upgrade request to close."""
 
-    id: str
-    source_ip: str
-    user_agent: str | None
-    domain: str
-    headers: list[tuple[str, str]]
-    caller: SignedCaller | None
-    connected_at: float = field(default_factory=time.time)
+    info: apigw.Connection  # what every proxy event of this connection repeats
     last_active: float = field(default_factory=time.time)
     ws: web.WebSocketResponse | None = None
     # Bounded: a client sending faster than its handler runs is slowed down (the reader
     # stops reading, TCP pushes back) instead of queueing without limit in memory.
-    inbox: asyncio.Queue[web.WSMessage | None] = field(
+    inbox: asyncio.Queue[aiohttp.WSMessage | None] = field(
         default_factory=lambda: asyncio.Queue(maxsize=INBOX_LIMIT)
     )
     close_code: int | None = None
     close_reason: str | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def id(self) -> str:
+        return self.info.connection_id
 
     def touch(self) -> None:
         """Record activity either way: it resets the idle timeout and feeds ``LastActiveAt``."""
@@ -360,100 +342,6 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # -- events ----------------------------------------------------------------------
-
-    def _request_context(
-        self, conn: _Connection, route: str, event_type: str, **extra: Any
-    ) -> dict[str, Any]:
-        """The ``requestContext`` API Gateway puts into every WebSocket proxy event."""
-        now = time.time()
-        request_id = new_id()
-        return {
-            "routeKey": route,
-            "messageId": None,
-            "eventType": event_type,
-            "extendedRequestId": request_id,
-            "requestTime": _request_time(now),
-            "messageDirection": "IN",
-            "disconnectStatusCode": None,
-            "disconnectReason": None,
-            "stage": self.stage,
-            "connectedAt": int(conn.connected_at * 1000),
-            "requestTimeEpoch": int(now * 1000),
-            "identity": self._identity(conn),
-            "requestId": request_id,
-            "domainName": conn.domain,
-            "connectionId": conn.id,
-            "apiId": API_ID,
-            **extra,
-        }
-
-    def _identity(self, conn: _Connection) -> dict[str, Any]:
-        """``requestContext.identity``; IAM callers add their key, as with AWS_IAM auth."""
-        identity: dict[str, Any] = {
-            "cognitoIdentityPoolId": None,
-            "cognitoIdentityId": None,
-            "principalOrgId": None,
-            "cognitoAuthenticationType": None,
-            "userArn": None,
-            "userAgent": conn.user_agent,
-            "accountId": None,
-            "caller": None,
-            "sourceIp": conn.source_ip,
-            "accessKey": None,
-            "cognitoAuthenticationProvider": None,
-            "user": None,
-        }
-        if conn.caller is not None:
-            key = conn.caller.access_key
-            identity.update(
-                accessKey=key,
-                accountId=LOCAL_ACCOUNT,
-                caller=key,
-                user=key,
-                userArn=f"arn:aws:iam::{LOCAL_ACCOUNT}:user/{key}",
-            )
-        return identity
-
-    def _connect_event(self, conn: _Connection, query: list[tuple[str, str]]) -> dict[str, Any]:
-        headers, multi_headers = _single_and_multi(conn.headers)
-        params, multi_params = _single_and_multi(query)
-        return {
-            "headers": headers,
-            "multiValueHeaders": multi_headers,
-            "queryStringParameters": params,
-            "multiValueQueryStringParameters": multi_params,
-            "requestContext": self._request_context(conn, CONNECT, "CONNECT"),
-            "isBase64Encoded": False,
-        }
-
-    def _message_event(self, conn: _Connection, route: str, msg: web.WSMessage) -> dict[str, Any]:
-        """A MESSAGE event; binary frames arrive base64-encoded, as API Gateway passes them."""
-        binary = msg.type is WSMsgType.BINARY
-        body = base64.b64encode(msg.data).decode() if binary else msg.data
-        return {
-            "requestContext": self._request_context(conn, route, "MESSAGE", messageId=new_id()),
-            "body": body,
-            "isBase64Encoded": binary,
-        }
-
-    def _disconnect_event(self, conn: _Connection) -> dict[str, Any]:
-        """A DISCONNECT event; AWS repeats only a few of the upgrade request's headers."""
-        kept = {"host", "x-forwarded-for"}
-        headers, multi = _single_and_multi((k, v) for k, v in conn.headers if k.lower() in kept)
-        return {
-            "headers": headers,
-            "multiValueHeaders": multi,
-            "requestContext": self._request_context(
-                conn,
-                DISCONNECT,
-                "DISCONNECT",
-                disconnectStatusCode=conn.close_code,
-                disconnectReason=conn.close_reason or "",
-            ),
-            "isBase64Encoded": False,
-        }
-
     async def _invoke(self, route: str, event: dict[str, Any]) -> _Outcome:
         """Call the integration with API Gateway's timeout; log exactly one line for it.
 
@@ -549,14 +437,20 @@ class Gateway:
         ):
             if name.lower() not in present:
                 headers.append((name, value))
-        return _Connection(
-            id=new_id(),
+        info = apigw.Connection(
+            connection_id=new_id(),
+            stage=self.stage,
+            domain_name=request.headers.get("Host") or f"{self.host}:{self.port}",
+            api_id=API_ID,
+            connected_at=time.time(),
             source_ip=peer,
             user_agent=request.headers.get("User-Agent"),
-            domain=request.headers.get("Host") or f"{self.host}:{self.port}",
-            headers=headers,
-            caller=caller,
+            headers=tuple(headers),
+            caller=None
+            if caller is None
+            else apigw.IamCaller.for_access_key(caller.access_key, LOCAL_ACCOUNT),
         )
+        return _Connection(info=info, last_active=info.connected_at)
 
     async def _run_connect(
         self, conn: _Connection, query: list[tuple[str, str]]
@@ -569,7 +463,8 @@ class Gateway:
         """
         if CONNECT not in self.routes:
             return None, ()
-        outcome = await self._invoke(CONNECT, self._connect_event(conn, query))
+        event = apigw.connect_event(conn.info, request_id=new_id(), now=time.time(), query=query)
+        outcome = await self._invoke(CONNECT, event)
         if outcome.failure == "timeout":
             return _json_response(504, {"message": "Endpoint request timed out"}), ()
         if outcome.failure:
@@ -626,7 +521,7 @@ class Gateway:
         while True:
             now = time.time()
             idle_at = conn.last_active + self.idle_timeout
-            age_at = conn.connected_at + self.max_connection_age
+            age_at = conn.info.connected_at + self.max_connection_age
             if now >= age_at:
                 why = "maximum connection age reached"
                 break
@@ -649,7 +544,7 @@ class Gateway:
         while (msg := await conn.inbox.get()) is not None:
             await self._dispatch(conn, msg)
 
-    def _select_route(self, msg: web.WSMessage) -> str | None:
+    def _select_route(self, msg: aiohttp.WSMessage) -> str | None:
         """``$request.body.action`` if it names a route, else ``$default`` if there is one."""
         if msg.type is WSMsgType.TEXT:
             try:
@@ -661,7 +556,7 @@ class Gateway:
                 return action
         return DEFAULT if DEFAULT in self.routes else None
 
-    async def _dispatch(self, conn: _Connection, msg: web.WSMessage) -> None:
+    async def _dispatch(self, conn: _Connection, msg: aiohttp.WSMessage) -> None:
         """Invoke the selected route and answer the client the way API Gateway does."""
         route = self._select_route(msg)
         if route is None:
@@ -669,8 +564,15 @@ class Gateway:
             log.info("refused message on connection %s: no matching route", conn.id)
             await self._send_status(conn, "Forbidden", request_id)
             return
-        event = self._message_event(conn, route, msg)
-        request_id = event["requestContext"]["requestId"]
+        request_id = new_id()
+        event = apigw.message_event(
+            conn.info,
+            route_key=route,
+            body=msg.data,  # str for a text frame, bytes for a binary one (base64 in the event)
+            request_id=request_id,
+            message_id=new_id(),
+            now=time.time(),
+        )
         outcome = await self._invoke(route, event)
         if outcome.failure == "timeout":
             await self._send_status(conn, "Endpoint request timed out", request_id)
@@ -705,7 +607,14 @@ class Gateway:
         """Run ``$disconnect`` after the socket is closed, whoever closed it."""
         try:
             if DISCONNECT in self.routes:
-                await self._invoke(DISCONNECT, self._disconnect_event(conn))
+                event = apigw.disconnect_event(
+                    conn.info,
+                    request_id=new_id(),
+                    now=time.time(),
+                    status_code=conn.close_code,
+                    reason=conn.close_reason or "",
+                )
+                await self._invoke(DISCONNECT, event)
         finally:
             conn.closed.set()
 
@@ -757,8 +666,11 @@ class Gateway:
         return _json_response(
             200,
             {
-                "connectedAt": _iso(conn.connected_at),
-                "identity": {"sourceIp": conn.source_ip, "userAgent": conn.user_agent or ""},
+                "connectedAt": _iso(conn.info.connected_at),
+                "identity": {
+                    "sourceIp": conn.info.source_ip,
+                    "userAgent": conn.info.user_agent or "",
+                },
                 "lastActiveAt": _iso(conn.last_active),
             },
         )
