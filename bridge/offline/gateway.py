@@ -50,6 +50,7 @@ from bridge.core.apigw import CONNECT, DEFAULT, DISCONNECT
 from bridge.core.errors import BridgeError
 from bridge.core.failure import format_timestamp
 from bridge.core.names import DEFAULT_REGION, LOCAL_ACCOUNT
+from bridge.offline.frame_limit import FrameScanner
 from bridge.offline.ports import listen
 from bridge.offline.sigv4 import SignatureError, SignedCaller, strip_auth_params, verify_presigned
 
@@ -131,80 +132,37 @@ class _Outcome:
 
 
 class _FrameSizeGuard:
-    """Sits in front of aiohttp's WebSocket reader and refuses oversized *frames*.
+    """aiohttp's WebSocket payload parser, with a :class:`FrameScanner` in front of it.
 
-    aiohttp's ``max_msg_size`` applies to whole (reassembled) messages, but API Gateway
-    also caps every single frame at 32 KB, which is what a client that sends a 40 KB
-    message in one frame runs into. This guard reads only frame headers (2-14 bytes)
-    from the raw stream, passes every byte through unchanged, and on a data frame
-    larger than the limit fails the reader with 1009 exactly as aiohttp's own size
-    check does. It relies on aiohttp internals (the protocol's payload parser and the
-    reader queue); when they are missing the guard is not installed and only the
-    message limit applies (logged once).
+    aiohttp's ``max_msg_size`` limits whole (reassembled) messages. API Gateway also caps
+    every single frame at 32 KB, and a client that sends a 40 KB message in one frame
+    runs into that cap. This object has the parser's interface, so aiohttp's protocol
+    feeds it the raw stream. The scanner decides which bytes go on to the real parser.
+    A data frame over the limit fails the reader's queue with 1009, just as aiohttp's
+    own size check does, and ends the stream.
     """
 
     def __init__(self, inner: Any, queue: Any, limit: int) -> None:
         self._inner = inner
         self._queue = queue
-        self._limit = limit
-        self._header = bytearray()
-        self._skip = 0
+        self._scanner = FrameScanner(limit)
         self._failed = False
 
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+    def feed_data(self, data: bytes | bytearray | memoryview) -> tuple[bool, bytes]:
         if self._failed:
             return True, b""
-        pos, frame_start = 0, 0
-        while pos < len(data):
-            if self._skip:
-                step = min(self._skip, len(data) - pos)
-                self._skip -= step
-                pos += step
-                continue
-            if not self._header:
-                frame_start = pos
-            need = self._header_length()
-            take = min(need - len(self._header), len(data) - pos)
-            self._header += data[pos : pos + take]
-            pos += take
-            if len(self._header) < self._header_length():
-                continue
-            opcode, length = self._header[0] & 0x0F, self._payload_length()
-            self._header.clear()
-            self._skip = length
-            if opcode in (0x0, 0x1, 0x2) and length > self._limit:
-                return self._fail(data[:frame_start], length)
-        return self._inner.feed_data(data)
+        passed = self._scanner.feed(bytes(data))
+        # Nothing passed: a header is still incomplete. The real parser could not use it yet.
+        result: tuple[bool, bytes] = self._inner.feed_data(passed) if passed else (False, b"")
+        too_big = self._scanner.too_big
+        if too_big is None:
+            return result
+        self._failed = True
+        self._queue.set_exception(WebSocketError(WSCloseCode.MESSAGE_TOO_BIG, too_big.reason))
+        return True, b""
 
     def feed_eof(self) -> None:
         self._inner.feed_eof()
-
-    def _header_length(self) -> int:
-        if len(self._header) < 2:
-            return 2
-        flag = self._header[1] & 0x7F
-        extended = 2 if flag == 126 else 8 if flag == 127 else 0
-        return 2 + extended + (4 if self._header[1] & 0x80 else 0)
-
-    def _payload_length(self) -> int:
-        flag = self._header[1] & 0x7F
-        if flag == 126:
-            return int.from_bytes(self._header[2:4], "big")
-        if flag == 127:
-            return int.from_bytes(self._header[2:10], "big")
-        return flag
-
-    def _fail(self, before: bytes, length: int) -> tuple[bool, bytes]:
-        if before:
-            self._inner.feed_data(before)
-        self._failed = True
-        self._queue.set_exception(
-            WebSocketError(
-                WSCloseCode.MESSAGE_TOO_BIG,
-                f"Frame size of {length} bytes exceeds the {self._limit}-byte frame limit",
-            )
-        )
-        return True, b""
 
 
 class _GatewaySocket(web.WebSocketResponse):
