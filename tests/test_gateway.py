@@ -8,6 +8,7 @@ and, for the management API, with boto3's ``apigatewaymanagementapi`` client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
@@ -21,6 +22,7 @@ from typing import Any
 import boto3
 import botocore.auth
 import pytest
+from aiohttp import web, web_ws
 from botocore.auth import SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -28,7 +30,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.core.errors import BridgeError
-from bridge.offline.gateway import API_ID, Gateway
+from bridge.offline.gateway import (
+    AIOHTTP_TESTED,
+    API_ID,
+    FrameHookError,
+    Gateway,
+    frame_hook,
+)
+from bridge.offline.ports import listen
 
 try:  # pytest puts tests/ on sys.path while tests/ is not a package; the repo root if it is
     from handlers import echo
@@ -551,3 +560,238 @@ async def test_a_client_faster_than_its_handler_is_held_back_not_queued_without_
     assert [json.loads(body)["n"] for body in handled] == list(range(600))  # all, in order
     # 600 messages sent at once, yet never more than INBOX_LIMIT (100) waited in memory
     assert 0 < deepest["inbox"] <= 100
+
+
+# -- the frame-size guard and aiohttp's private hook ------------------------------------
+#
+# aiohttp has no public hook for frame sizes, so the guard stands in for a private one.
+# These tests fail with a message that names that hook when an aiohttp release changes
+# it: if they fail after an upgrade, update the guard in bridge/offline/gateway.py.
+
+MISSING = object()
+HANDSHAKE = (
+    "GET /{stage}?tag={tag} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def hook_changed(detail: str) -> str:
+    """The loud message: which hook, what changed, which aiohttp the guard was tested with."""
+    return str(FrameHookError(detail))
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """A masked client frame with an all-zero mask, so the payload bytes travel as they are."""
+    n = len(payload)
+    length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return bytes([0x80 | opcode]) + length + b"\x00" * 4 + payload
+
+
+async def read_server_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame: its opcode and payload."""
+    first, second = await asyncio.wait_for(reader.readexactly(2), 10)
+    n = second & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    return first & 0x0F, await asyncio.wait_for(reader.readexactly(n), 10)
+
+
+async def open_pipelined(
+    gateway: Gateway, tag: str, early: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send the upgrade request and ``early`` in one write, then read the 101 response."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    request = HANDSHAKE.format(stage=STAGE, tag=tag, port=gateway.port).encode()
+    writer.write(request + early)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+async def test_aiohttp_private_parser_hook_has_the_shape_the_guard_needs() -> None:
+    seen: dict[str, Any] = {}
+
+    class Recording(web.WebSocketResponse):
+        def _post_start(self, request: web.BaseRequest, protocol: Any, writer: Any) -> None:
+            seen["tail"] = getattr(request.protocol, "_message_tail", MISSING)
+            super()._post_start(request, protocol, writer)
+            seen["post_start"] = True
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = Recording()
+        await ws.prepare(request)
+        seen["parser"] = getattr(request.protocol, "_payload_parser", MISSING)
+        seen["queue"] = getattr(ws, "_reader", MISSING)
+        try:
+            frame_hook(request.protocol, ws)
+        except FrameHookError as exc:
+            seen["error"] = exc
+        feed_data = getattr(seen["parser"], "feed_data", None)
+        seen["returns"] = feed_data(b"") if callable(feed_data) else MISSING
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        port = await listen(runner, "127.0.0.1", 0, "--ws-port")
+        async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+    finally:
+        await runner.cleanup()
+
+    assert seen.get("post_start"), hook_changed("prepare() no longer calls _post_start()")
+    assert isinstance(seen["tail"], bytes | bytearray), hook_changed(
+        f"RequestHandler._message_tail is {seen['tail']!r} before _post_start(), not bytes"
+    )
+    assert seen["parser"] is not MISSING and seen["parser"] is not None, hook_changed(
+        "RequestHandler._payload_parser is not set after the upgrade"
+    )
+    assert "error" not in seen, str(seen.get("error"))
+    returns = seen["returns"]
+    assert (
+        isinstance(returns, tuple)
+        and len(returns) == 2
+        and isinstance(returns[0], bool)
+        and isinstance(returns[1], bytes)
+    ), hook_changed(f"_payload_parser.feed_data(b'') returned {returns!r}, not (eof, tail)")
+    assert callable(getattr(seen["queue"], "set_exception", None)), hook_changed(
+        "WebSocketResponse._reader has no set_exception()"
+    )
+
+
+async def test_the_guard_is_in_aiohttps_data_path(make_gateway: MakeGateway) -> None:
+    """The hook may still exist yet no longer be what reads the socket: then frames pass."""
+    gateway = await make_gateway(max_frame_bytes=16)
+    async with connect(f"{gateway.url}?tag=guarded") as ws:
+        await ws.send("z" * 16)
+        assert (await recv_json(ws))["body"] == "z" * 16
+        await ws.send("z" * 17)
+        try:
+            code, _ = await closed_with(ws)
+        except TimeoutError as exc:  # the socket stayed open: no guard read that frame
+            raise AssertionError(hook_changed("the guard no longer sees the frames")) from exc
+    assert code == 1009, hook_changed(f"a 17-byte frame closed the socket with {code}")
+    cid = await connection_id("guarded")
+    (gone,) = await eventually(lambda: echo.events("$disconnect", cid))
+    reason = gone["requestContext"]["disconnectReason"]
+    assert reason == "Frame size of 17 bytes exceeds the 16-byte frame limit", hook_changed(
+        f"a 17-byte frame was refused for another reason: {reason!r}"
+    )
+
+
+def test_frame_hook_names_what_is_missing() -> None:
+    class Parser:
+        def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+            return False, b""
+
+        def feed_eof(self) -> None:
+            pass
+
+    class NewParser(Parser):
+        def feed_data(self, data: bytes, final: bool = False) -> tuple[bool, bytes]:
+            return False, b""
+
+    class Protocol:
+        def __init__(self, parser: object) -> None:
+            self._payload_parser = parser
+
+    class Response:
+        def __init__(self, reader: object) -> None:
+            self._reader = reader
+
+    class Queue:
+        def set_exception(self, exc: BaseException) -> None:
+            pass
+
+    parser, queue = Parser(), Queue()
+    assert frame_hook(Protocol(parser), Response(queue)) == (parser, queue)
+    for protocol, response, named in [
+        (object(), Response(queue), "`RequestHandler._payload_parser` is not set"),
+        (Protocol(object()), Response(queue), "has no feed_eof()"),
+        (Protocol(NewParser()), Response(queue), "no longer takes just (self, data)"),
+        (Protocol(parser), object(), "`WebSocketResponse._reader` is not set"),
+        (Protocol(parser), Response(object()), "has no set_exception()"),
+    ]:
+        with pytest.raises(FrameHookError) as info:
+            frame_hook(protocol, response)
+        message = str(info.value)
+        assert named in message
+        assert "_payload_parser.feed_data" in message and "WebSocketResponse._reader" in message
+        assert "frame-size guard needs updating" in message
+        assert f"tested with aiohttp {AIOHTTP_TESTED}" in message
+
+
+async def test_without_the_hook_connections_are_closed_1011_with_one_error(
+    make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An aiohttp that calls its parser differently: the gateway refuses to run unguarded."""
+    try:  # imported here: only this simulation needs aiohttp's pure-Python reader
+        from aiohttp._websocket import reader_py
+    except ImportError as exc:  # pragma: no cover
+        raise AssertionError("aiohttp moved _websocket.reader_py: update this test") from exc
+
+    class ChangedReader(reader_py.WebSocketReader):
+        def feed_data(
+            self, data: bytes | bytearray | memoryview, final: bool = False
+        ) -> tuple[bool, bytes]:
+            return super().feed_data(data)
+
+    # aiohttp's pure-Python reader and queue work together; the compiled queue's fields
+    # are not reachable from a Python reader, so both are swapped.
+    monkeypatch.setattr(web_ws, "WebSocketReader", ChangedReader)
+    monkeypatch.setattr(web_ws, "WebSocketDataQueue", reader_py.WebSocketDataQueue)
+    caplog.set_level(logging.INFO, logger="bridge.offline.gateway")
+    gateway = await make_gateway()
+    async with connect(f"{gateway.url}?tag=unguarded", max_size=None) as ws:
+        code, reason = await closed_with(ws)
+    assert (code, reason) == (1011, "Internal server error")
+    cid = await connection_id("unguarded")
+    (gone,) = await eventually(lambda: echo.events("$disconnect", cid))
+    assert gone["requestContext"]["disconnectStatusCode"] == 1011
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    message = errors[0].getMessage()
+    assert cid in message and "1011" in message
+    assert "ChangedReader.feed_data" in message and "_payload_parser.feed_data" in message
+    assert f"tested with aiohttp {AIOHTTP_TESTED}" in message
+    assert errors[0].exc_info is None  # one line, no traceback
+
+
+async def test_frames_sent_before_the_101_response_are_checked_too(gateway: Gateway) -> None:
+    """A client may pipeline frames behind its upgrade request: aiohttp keeps them aside."""
+    early = client_frame(0x1, b"y" * (32 * 1024 + 1))
+    reader, writer = await open_pipelined(gateway, "early", early)
+    try:
+        opcode, payload = await read_server_frame(reader)
+    finally:
+        writer.close()
+    assert opcode == 0x8, f"expected a close frame, got opcode {opcode}: {payload[:80]!r}"
+    assert int.from_bytes(payload[:2], "big") == 1009
+    cid = await connection_id("early")
+    (gone,) = await eventually(lambda: echo.events("$disconnect", cid))
+    assert "frame limit" in gone["requestContext"]["disconnectReason"]
+
+
+async def test_a_frame_cut_across_the_101_response_is_read_from_its_start(
+    gateway: Gateway,
+) -> None:
+    """The guard must start at a frame boundary, not where aiohttp's reader took over."""
+    # Payload bytes that read like a binary frame of 4 GB: a guard starting here closes 1009.
+    payload = b"\x82\x7f\x00\x00\x00\x01\x00\x00\x00\x00".rjust(20, b"p") + b"q" * 30
+    data = client_frame(0x2, payload)
+    cut = len(data) - len(payload) + 10  # the header and 10 payload bytes go first
+    reader, writer = await open_pipelined(gateway, "cut", data[:cut])
+    try:
+        writer.write(data[cut:])
+        await writer.drain()
+        opcode, reply = await read_server_frame(reader)
+    finally:
+        writer.close()
+    assert opcode == 0x1, f"expected the echo, got opcode {opcode}: {reply[:80]!r}"
+    assert json.loads(reply)["body"] == base64.b64encode(payload).decode()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import secrets
@@ -68,6 +69,8 @@ INBOX_LIMIT = 100  # messages of one connection waiting for its handler
 NO_STATUS = 1005
 _ID_ALPHABET = string.ascii_letters + string.digits
 _CLOSE_WAIT_SECONDS = 2.0
+#: What API Gateway closes with when it fails on its side (here: no frame-size guard).
+INTERNAL_ERROR = (WSCloseCode.INTERNAL_ERROR, "Internal server error")
 
 
 def new_id() -> str:
@@ -131,6 +134,70 @@ class _Outcome:
     failure: str | None = None  # "error" or "timeout"
 
 
+#: The aiohttp release line that the frame-size guard was written and tested against.
+AIOHTTP_TESTED = "3.14"
+#: The private parts of aiohttp that the guard uses. aiohttp has no public hook for frame
+#: sizes. Every error about these parts names them, so that a failure after an aiohttp
+#: upgrade says where to look.
+FRAME_HOOK = (
+    "`RequestHandler._payload_parser.feed_data` / `WebSocketResponse._reader` "
+    "(installed from `WebSocketResponse._post_start`, with `RequestHandler._message_tail`)"
+)
+
+
+class FrameHookError(RuntimeError):
+    """aiohttp's private parser hook is not the one the frame-size guard was written for."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(
+            f"aiohttp changed its private WebSocket parser hook {FRAME_HOOK}: {detail}; "
+            f"the gateway's frame-size guard needs updating (tested with aiohttp "
+            f"{AIOHTTP_TESTED}, running aiohttp {aiohttp.__version__})"
+        )
+
+
+def frame_hook(protocol: object, response: object) -> tuple[Any, Any]:
+    """Return aiohttp's payload parser and message queue for a connection just upgraded.
+
+    The guard stands in for the parser, so it needs the parser's exact interface,
+    ``feed_data(data) -> (eof, tail)`` and ``feed_eof()``. It fails the queue through
+    ``set_exception(exc)``. Raises :class:`FrameHookError`, naming the part, when
+    anything is missing or has another shape.
+    """
+    parser = getattr(protocol, "_payload_parser", None)
+    if parser is None:
+        raise FrameHookError("`RequestHandler._payload_parser` is not set after the upgrade")
+    problem = _parser_problem(type(parser))
+    if problem:
+        raise FrameHookError(problem)
+    queue = getattr(response, "_reader", None)
+    if queue is None:
+        raise FrameHookError("`WebSocketResponse._reader` is not set after the upgrade")
+    if not callable(getattr(queue, "set_exception", None)):
+        raise FrameHookError(f"{type(queue).__qualname__} (`_reader`) has no set_exception()")
+    return parser, queue
+
+
+def _parser_problem(parser_type: type) -> str | None:
+    """What keeps the guard from standing in for this parser type, or None."""
+    name = parser_type.__qualname__
+    if not callable(getattr(parser_type, "feed_eof", None)):
+        return f"{name} (`_payload_parser`) has no feed_eof()"
+    feed_data = getattr(parser_type, "feed_data", None)
+    if not callable(feed_data):
+        return f"{name} (`_payload_parser`) has no feed_data()"
+    try:
+        signature = inspect.signature(feed_data)
+    except (TypeError, ValueError):
+        return f"the signature of {name}.feed_data cannot be read"
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    kinds = [p.kind for p in signature.parameters.values()]
+    if len(kinds) != 2 or any(kind not in positional for kind in kinds):
+        return f"{name}.feed_data{signature} no longer takes just (self, data)"
+    return None
+
+
 class _FrameSizeGuard:
     """aiohttp's WebSocket payload parser, with a :class:`FrameScanner` in front of it.
 
@@ -168,28 +235,43 @@ class _FrameSizeGuard:
 class _GatewaySocket(web.WebSocketResponse):
     """aiohttp's WebSocket response with the frame-size guard installed at upgrade time.
 
-    Installing it inside ``_post_start`` (right after aiohttp sets its parser, before
-    any await) means every frame read after the 101 response is checked; only bytes a
-    client pipelined *before* reading the 101 response reach aiohttp's reader directly.
-    """
+    The guard is installed inside ``_post_start``, right after aiohttp sets its parser
+    and before any await, so every byte read after the 101 response is checked. Bytes
+    that a client sent before it read the 101 response wait in the protocol's tail.
+    They are taken out first and fed through the guard too, so the guard never starts
+    in the middle of a frame.
 
-    _guard_warned = False
+    :attr:`guard_error` is None once the guard is in place. The gateway refuses to
+    serve a socket without the guard (see :meth:`Gateway._close_unguarded`).
+    """
 
     def __init__(self, *, max_frame_bytes: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._max_frame_bytes = max_frame_bytes
+        self.guard_error: FrameHookError | None = FrameHookError(
+            "`WebSocketResponse._post_start` was not called by prepare()"
+        )
 
     def _post_start(self, request: web.BaseRequest, protocol: Any, writer: Any) -> None:
-        super()._post_start(request, protocol, writer)
         proto = request.protocol
-        parser = getattr(proto, "_payload_parser", None)
-        queue = getattr(self, "_reader", None)
-        if parser is None or queue is None or not hasattr(queue, "set_exception"):
-            if not _GatewaySocket._guard_warned:
-                _GatewaySocket._guard_warned = True
-                log.warning("frame size limit not enforced (aiohttp internals changed)")
+        tail = getattr(proto, "_message_tail", None)
+        if isinstance(tail, bytes | bytearray):
+            proto._message_tail = b""  # fed through the guard below, not by set_parser()
+        super()._post_start(request, protocol, writer)
+        try:
+            if not isinstance(tail, bytes | bytearray):
+                raise FrameHookError("`RequestHandler._message_tail` is missing or not bytes")
+            parser, queue = frame_hook(proto, self)
+        except FrameHookError as exc:
+            self.guard_error = exc
             return
-        proto._payload_parser = _FrameSizeGuard(parser, queue, self._max_frame_bytes)
+        guard = _FrameSizeGuard(parser, queue, self._max_frame_bytes)
+        proto._payload_parser = guard
+        self.guard_error = None
+        if tail:
+            eof, _ = guard.feed_data(tail)
+            if eof:  # what the protocol's data_received() does with a parser's eof
+                proto.close()
 
 
 class Gateway:
@@ -362,6 +444,9 @@ class Gateway:
         )
         await ws.prepare(request)
         conn.ws = ws
+        if ws.guard_error is not None:
+            await self._close_unguarded(conn, ws, ws.guard_error)
+            return ws
         self._connections[conn.id] = conn
         try:
             await self._serve(conn, ws)
@@ -369,6 +454,23 @@ class Gateway:
             self._connections.pop(conn.id, None)
             await self._finish(conn)
         return ws
+
+    async def _close_unguarded(
+        self, conn: _Connection, ws: web.WebSocketResponse, error: FrameHookError
+    ) -> None:
+        """Close 1011 a socket that the frame-size guard could not be installed on.
+
+        Serving it would accept frames that API Gateway closes with 1009, so code that
+        works offline would break in the cloud. The error is logged once per connection,
+        naming aiohttp's hook. ``$connect`` has already run, so ``$disconnect`` runs too,
+        as after any other close.
+        """
+        log.error("closing connection %s with 1011: %s", conn.id, error)
+        conn.set_close(*INTERNAL_ERROR)
+        try:
+            await ws.close(code=INTERNAL_ERROR[0], message=INTERNAL_ERROR[1].encode())
+        finally:
+            await self._finish(conn)
 
     def _verify_signature(self, request: web.Request) -> SignedCaller:
         assert self._credentials is not None
@@ -676,4 +778,13 @@ async def _read_limited(request: web.Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-__all__ = ["API_ID", "Gateway", "Invoke", "new_id"]
+__all__ = [
+    "AIOHTTP_TESTED",
+    "API_ID",
+    "FRAME_HOOK",
+    "FrameHookError",
+    "Gateway",
+    "Invoke",
+    "frame_hook",
+    "new_id",
+]
