@@ -90,3 +90,116 @@ def function_name(stage: str, name: str) -> str:
 
 def function_arn(region: str, account: str, stage: str, name: str) -> str:
     return f"arn:aws:lambda:{region}:{account}:function:{function_name(stage, name)}"
+
+
+# --------------------------------------------------------------------------- the bridge
+#
+# The bridge stack (``dynamodb-logs-bridge-{stage}``) sits beside the logs stack and
+# shares its bus; offline serves the same API. Its functions and rules are named like
+# the rest (``dynamodb-logs-{stage}-bridge-…``), so one stage's resources sort together
+# and the ``bridge-`` prefix is reserved in the subscriptions file.
+
+BRIDGE_PREFIX = "bridge-"
+BRIDGE_CONNECT = "bridge-connect"
+BRIDGE_DISCONNECT = "bridge-disconnect"
+BRIDGE_MESSAGE = "bridge-message"
+BRIDGE_FORWARD = "bridge-forward"
+BRIDGE_FUNCTIONS = (BRIDGE_CONNECT, BRIDGE_DISCONNECT, BRIDGE_MESSAGE, BRIDGE_FORWARD)
+#: function name -> handler (what Lambda and offline's runtime import)
+BRIDGE_HANDLERS: Mapping[str, str] = {
+    BRIDGE_CONNECT: "bridge.lambdas.bridge_connect.handler",
+    BRIDGE_DISCONNECT: "bridge.lambdas.bridge_disconnect.handler",
+    BRIDGE_MESSAGE: "bridge.lambdas.bridge_message.handler",
+    BRIDGE_FORWARD: "bridge.lambdas.bridge_forward.handler",
+}
+#: The route selection of the bridge API: every message is a JSON object with "action".
+BRIDGE_ROUTE_SELECTION = "$request.body.action"
+#: One route each (integrated with bridge-message), besides $connect/$disconnect/$default.
+BRIDGE_CLIENT_ACTIONS = ("hello", "subscribe", "resume", "ack", "ping", "sessions", "drop")
+#: rule kind -> its pattern: live events only, or replayed events only (StartReplay
+#: names the replay rule in FilterArns, so a replay reaches the bridge and no subscriber)
+_BRIDGE_RULE_PATTERNS = {
+    "live": {"replay-name": [{"exists": False}]},
+    "replay": {"replay-name": [{"exists": True}]},
+}
+BRIDGE_RULE_KINDS = tuple(_BRIDGE_RULE_PATTERNS)
+
+
+def bridge_stack_name(stage: str) -> str:
+    return f"dynamodb-logs-bridge-{stage}"
+
+
+def bridge_api_name(stage: str) -> str:
+    """The WebSocket API; its stage is named after the stage itself."""
+    return bridge_stack_name(stage)
+
+
+def bridge_table_name(stage: str) -> str:
+    """Sessions, connections and per-session buffers (items expire by TTL)."""
+    return f"{stage}-bridge"
+
+
+def bridge_rule_name(stage: str, kind: str) -> str:
+    """``dynamodb-logs-{stage}-bridge-live`` or ``…-bridge-replay`` on the bus."""
+    if kind not in _BRIDGE_RULE_PATTERNS:
+        raise ValueError(f"bridge rule kind is one of {BRIDGE_RULE_KINDS}, got {kind!r}")
+    return f"dynamodb-logs-{stage}-bridge-{kind}"
+
+
+def bridge_rule_pattern(kind: str) -> dict[str, list[dict[str, bool]]]:
+    """The event pattern of a bridge rule (a fresh copy: callers may keep or change it)."""
+    if kind not in _BRIDGE_RULE_PATTERNS:
+        raise ValueError(f"bridge rule kind is one of {BRIDGE_RULE_KINDS}, got {kind!r}")
+    return {
+        key: [dict(item) for item in value] for key, value in _BRIDGE_RULE_PATTERNS[kind].items()
+    }
+
+
+def bridge_forward_dlq_name(stage: str) -> str:
+    """The SQS queue for events the forward function could not take."""
+    return f"dynamodb-logs-{stage}-bridge-forward-dlq"
+
+
+def bridge_access_log_group_name(stage: str) -> str:
+    """The bridge API's access log: who connected, from where, and how it went."""
+    return f"/aws/apigateway/{bridge_api_name(stage)}/access"
+
+
+def bridge_management_url(api_id: str, region: str, stage: str) -> str:
+    """The ``@connections`` endpoint of the bridge API, as the functions get it in
+    ``AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI`` (botocore reads that variable itself)."""
+    return f"https://{api_id}.execute-api.{region}.amazonaws.com/{stage}"
+
+
+def bridge_websocket_url(api_id: str, region: str, stage: str) -> str:
+    """Where a client connects."""
+    return f"wss://{api_id}.execute-api.{region}.amazonaws.com/{stage}"
+
+
+def bridge_connect_arn(region: str, account: str, api_id: str, stage: str) -> str:
+    """What a client's principal needs ``execute-api:Invoke`` on to open a connection."""
+    return f"arn:aws:execute-api:{region}:{account}:{api_id}/{stage}/$connect"
+
+
+__all__ += [
+    "BRIDGE_CLIENT_ACTIONS",
+    "BRIDGE_CONNECT",
+    "BRIDGE_DISCONNECT",
+    "BRIDGE_FORWARD",
+    "BRIDGE_FUNCTIONS",
+    "BRIDGE_HANDLERS",
+    "BRIDGE_MESSAGE",
+    "BRIDGE_PREFIX",
+    "BRIDGE_ROUTE_SELECTION",
+    "BRIDGE_RULE_KINDS",
+    "bridge_access_log_group_name",
+    "bridge_api_name",
+    "bridge_connect_arn",
+    "bridge_forward_dlq_name",
+    "bridge_management_url",
+    "bridge_rule_name",
+    "bridge_rule_pattern",
+    "bridge_stack_name",
+    "bridge_table_name",
+    "bridge_websocket_url",
+]
