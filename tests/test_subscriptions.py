@@ -740,3 +740,249 @@ def test_a_pattern_field_named_like_pattern_keeps_its_place_in_the_error() -> No
     with pytest.raises(SubscriptionsError) as caught:
         parse(text, source="subs.toml")
     assert str(caught.value).startswith("subs.toml:3: functions.x.pattern.patternA.bad-op: ")
+
+
+# --------------------------------------------------------------------------- [bridge]
+
+
+def test_without_a_bridge_table_the_bridge_defaults_hold() -> None:
+    from bridge.core.subscriptions import BridgeSettings
+
+    for subs in (parse(""), parse('[functions.x]\nhandler = "m.f"\n'), load(PACKAGED_DEFAULT)):
+        assert subs.bridge == BridgeSettings()
+    defaults = BridgeSettings()
+    assert defaults.buffer_max_events == 10_000
+    assert defaults.buffer_max_bytes == 52_428_800
+    assert defaults.session_ttl == 86_400
+    assert defaults.hole_grace == 120
+    assert defaults.allowed_ips == ()
+
+
+def test_the_packaged_file_documents_the_bridge_table_with_its_defaults() -> None:
+    """Uncommenting the packaged `# [bridge]` block gives exactly the defaults."""
+    from bridge.core.subscriptions import BridgeSettings
+
+    text = PACKAGED_DEFAULT.read_text()
+    assert "\n[bridge]" not in text  # commented out: the defaults are the code's
+    block = text[text.index("# [bridge]") :]
+    lines = [line[2:] for line in block.splitlines() if re.match(r"# (\[|\w)", line)]
+    assert lines[0] == "[bridge]"
+    written = {line.split("=")[0].strip() for line in lines[1:]}
+    assert written == {
+        "buffer_max_events",
+        "buffer_max_bytes",
+        "session_ttl",
+        "hole_grace",
+        "allowed_ips",
+    }
+    assert parse("\n".join(lines)).bridge == BridgeSettings()
+
+
+def test_bridge_settings_are_read_and_networks_normalized() -> None:
+    subs = parse(
+        toml("""
+        [bridge]
+        buffer_max_events = 1
+        buffer_max_bytes = 1048576
+        session_ttl = 2592000
+        hole_grace = 61
+        allowed_ips = ["203.0.113.7", " 198.51.100.0/24", "2001:db8::/32", "203.0.113.7/32"]
+        """)
+    )
+    bridge = subs.bridge
+    assert (bridge.buffer_max_events, bridge.buffer_max_bytes) == (1, 1_048_576)
+    assert (bridge.session_ttl, bridge.hole_grace) == (2_592_000, 61)
+    # a bare address is its /32, duplicates go, the order written stays
+    assert bridge.allowed_ips == ("203.0.113.7/32", "198.51.100.0/24", "2001:db8::/32")
+    with pytest.raises(AttributeError):
+        bridge.hole_grace = 1  # type: ignore[misc]  # frozen: shared by stack and offline
+
+
+def test_bridge_settings_become_the_functions_variables() -> None:
+    from bridge.core.subscriptions import BRIDGE_VARIABLES, BridgeSettings
+
+    settings = parse(
+        '[bridge]\nallowed_ips = ["10.0.0.0/8", "192.0.2.1"]\nsession_ttl = 600\n'
+    ).bridge
+    assert settings.environment("dev-bridge") == {
+        "BRIDGE_TABLE": "dev-bridge",
+        "BRIDGE_BUFFER_MAX_EVENTS": "10000",
+        "BRIDGE_BUFFER_MAX_BYTES": "52428800",
+        "BRIDGE_SESSION_TTL": "600",
+        "BRIDGE_HOLE_GRACE": "120",
+        "BRIDGE_ALLOWED_IPS": "10.0.0.0/8,192.0.2.1/32",
+    }
+    assert BridgeSettings().environment("t")["BRIDGE_ALLOWED_IPS"] == ""  # no allowlist
+    assert set(BridgeSettings().environment("t")) == set(BRIDGE_VARIABLES.values())
+
+
+# (name, text, line, key path, a piece of the reason)
+BRIDGE_ERRORS = [
+    ("not a table", "bridge = 3\n", 1, "bridge", "must be a table, got an integer"),
+    (
+        "unknown key",
+        "[bridge]\nhole_grace = 100\nbuffer_size = 3\n",
+        3,
+        "bridge.buffer_size",
+        "unknown key (known keys: allowed_ips, buffer_max_bytes",
+    ),
+    (
+        "not an integer",
+        '[bridge]\nsession_ttl = "1d"\n',
+        2,
+        "bridge.session_ttl",
+        "must be an integer, got a string",
+    ),
+    ("a boolean", "[bridge]\nbuffer_max_events = true\n", 2, "bridge.buffer_max_events", "boolean"),
+    ("a float", "[bridge]\nhole_grace = 90.5\n", 2, "bridge.hole_grace", "got a float"),
+    (
+        "no events",
+        "[bridge]\nbuffer_max_events = 0\n",
+        2,
+        "bridge.buffer_max_events",
+        "within 1..1000000, got 0",
+    ),
+    (
+        "too many events",
+        "[bridge]\nbuffer_max_events = 1000001\n",
+        2,
+        "bridge.buffer_max_events",
+        "within 1..1000000",
+    ),
+    (
+        "a buffer smaller than one large event",
+        "[bridge]\nbuffer_max_bytes = 262144\n",
+        2,
+        "bridge.buffer_max_bytes",
+        "within 1048576..1073741824, got 262144",
+    ),
+    (
+        "a buffer over 1 GB",
+        "[bridge]\nbuffer_max_bytes = 1073741825\n",
+        2,
+        "bridge.buffer_max_bytes",
+        "within 1048576..1073741824",
+    ),
+    (
+        "a ttl under a minute",
+        "[bridge]\nsession_ttl = 59\n",
+        2,
+        "bridge.session_ttl",
+        "60..2592000",
+    ),
+    (
+        "a ttl over 30 days",
+        "[bridge]\nsession_ttl = 2592001\n",
+        2,
+        "bridge.session_ttl",
+        "60..2592000",
+    ),
+    (
+        "a grace the forward function may outlive",
+        "[bridge]\nhole_grace = 60\n",
+        2,
+        "bridge.hole_grace",
+        "within 61..3600, got 60 (more than twice the forward function's timeout of 30 s",
+    ),
+    ("a grace over an hour", "[bridge]\nhole_grace = 3601\n", 2, "bridge.hole_grace", "61..3600"),
+    (
+        "allowed_ips not an array",
+        '[bridge]\nallowed_ips = "10.0.0.0/8"\n',
+        2,
+        "bridge.allowed_ips",
+        "must be an array of CIDR strings, got a string",
+    ),
+    (
+        "allowed_ips holding a number",
+        "[bridge]\nallowed_ips = [10]\n",
+        2,
+        "bridge.allowed_ips",
+        "must hold CIDR strings, got an integer 10",
+    ),
+    (
+        "not an address",
+        '[bridge]\nallowed_ips = ["10.0.0.0/8", "office"]\n',
+        2,
+        "bridge.allowed_ips",
+        '"office" is not a CIDR',
+    ),
+    (
+        "a prefix out of range",
+        '[bridge]\nallowed_ips = ["10.0.0.0/33"]\n',
+        2,
+        "bridge.allowed_ips",
+        '"10.0.0.0/33" is not a CIDR',
+    ),
+    (
+        "host bits set (the network is suggested)",
+        '[bridge]\nallowed_ips = ["10.1.2.3/8"]\n',
+        2,
+        "bridge.allowed_ips",
+        'has host bits set (did you mean "10.0.0.0/8"?)',
+    ),
+    (
+        "in an inline table, at the bridge line",
+        "bridge = { hole_grace = 5 }\n",
+        1,
+        "bridge.hole_grace",
+        "61..3600",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "reason"),
+    [case[1:] for case in BRIDGE_ERRORS],
+    ids=[case[0] for case in BRIDGE_ERRORS],
+)
+def test_every_bridge_error_names_file_line_key_and_reason(
+    text: str, line: int, key: str, reason: str
+) -> None:
+    with pytest.raises(SubscriptionsError) as caught:
+        # a function after the table: the bridge's errors are not hidden behind the rest
+        parse(text + '\n[functions.x]\nhandler = "m.f"\n', source="conf/dynamodb-logs.toml")
+    error = caught.value
+    message = str(error)
+    assert "\n" not in message
+    assert message.startswith(f"conf/dynamodb-logs.toml:{line}: {key}: "), message
+    assert reason in message, message
+    assert (error.line, error.key) == (line, key)
+    assert isinstance(error, ValidationError)
+
+
+def test_an_allowlist_too_long_for_a_lambda_variable_is_refused() -> None:
+    networks = [f"10.{a}.{b}.0/24" for a in range(10) for b in range(20)]  # 200 × ~12 chars
+    text = "[bridge]\nallowed_ips = [" + ", ".join(f'"{n}"' for n in networks) + "]\n"
+    with pytest.raises(SubscriptionsError, match=r":2: bridge.allowed_ips: is longer than 2048"):
+        parse(text)
+    fits = "[bridge]\nallowed_ips = [" + ", ".join(f'"{n}"' for n in networks[:100]) + "]\n"
+    assert len(parse(fits).bridge.allowed_ips) == 100
+
+
+def test_function_names_of_the_bridge_are_reserved() -> None:
+    from bridge.core import names
+
+    for name in (*names.BRIDGE_FUNCTIONS, "bridge-live", "bridge-replay", "bridge-x"):
+        with pytest.raises(SubscriptionsError) as caught:
+            parse(f'[functions.{name}]\nhandler = "m.f"\n', source="s.toml")
+        assert str(caught.value) == (
+            f"s.toml:1: functions.{name}: names starting with 'bridge-' are the bridge's own"
+        )
+    assert list(parse('[functions.bridge_x]\nhandler = "m.f"\n').functions) == ["bridge_x"]
+
+
+def test_load_reads_the_bridge_table_of_a_project_file(tmp_path: Path) -> None:
+    path = tmp_path / "dynamodb-logs.toml"
+    path.write_text(
+        toml("""
+        [functions.only]
+        handler = "bridge.lambdas.failures.handler"
+
+        [bridge]
+        allowed_ips = ["192.0.2.0/24"]
+        """)
+    )
+    assert load(path).bridge.allowed_ips == ("192.0.2.0/24",)
+    path.write_text("[bridge]\nhole_grace = 1\n")
+    with pytest.raises(SubscriptionsError, match=rf"^{re.escape(str(path))}:2: bridge.hole_grace"):
+        load(path)

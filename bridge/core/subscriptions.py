@@ -28,6 +28,10 @@ EventBridge pattern as a table or as JSON text; absent = not subscribed to the b
 the same keys except ``handler``, ``pattern`` and ``on_failure``, which only make
 sense per function; a function's ``environment`` is merged over the defaults' one.
 
+The optional ``[bridge]`` table holds the settings of the bridge (the WebSocket API
+that streams bus events to clients), read by the bridge stack and by ``bridge
+offline`` alike; see :class:`BridgeSettings`. Without it the defaults hold.
+
 Why some environment names are refused: ``AWS_*``, names starting with ``_``,
 ``TZ``, ``LAMBDA_TASK_ROOT`` and ``LAMBDA_RUNTIME_DIR`` are reserved by the Lambda
 runtime (AWS refuses the deployment), and the project's own three variables
@@ -37,6 +41,7 @@ handler at a table its IAM policy does not cover and make offline and AWS disagr
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import tomllib
@@ -45,10 +50,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.core.errors import ValidationError
+from bridge.core.names import BRIDGE_PREFIX
 from bridge.core.patterns import PatternError, validate_pattern
 
 __all__ = [
+    "BRIDGE_FORWARD_TIMEOUT",
+    "BRIDGE_ROUTE_TIMEOUT",
+    "BRIDGE_VARIABLES",
     "DEFAULT_PERMISSIONS",
+    "BridgeSettings",
     "PERMISSIONS",
     "PROJECT_VARIABLES",
     "RESERVED_NAMES",
@@ -76,6 +86,9 @@ DEFAULT_PERMISSIONS: tuple[str, ...] = ("log:read", "core:read", "core:write")
 
 #: Function names the stack uses for its own infrastructure.
 RESERVED_NAMES = frozenset({"publisher"})
+#: So is every name starting with this: the bridge stack's functions and rules are
+#: ``dynamodb-logs-{stage}-bridge-…``, and a subscriber of that name would collide.
+RESERVED_PREFIX = BRIDGE_PREFIX
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -119,7 +132,41 @@ _RANGES: dict[str, tuple[int, int]] = {
 _SETTINGS = (*_RANGES, "environment", "permissions")
 _DEFAULTS_KEYS = frozenset(_SETTINGS)
 _FUNCTION_KEYS = frozenset({"handler", "pattern", "on_failure", *_SETTINGS})
-_TOP_KEYS = frozenset({"defaults", "functions"})
+_TOP_KEYS = frozenset({"defaults", "functions", "bridge"})
+
+# --------------------------------------------------------------------------- [bridge]
+
+#: Timeout of bridge-forward (s). EventBridge invokes it asynchronously, one event at a
+#: time; it allocates a cursor first and writes the event under it after, so a forward
+#: that dies in between leaves a hole that lives at most this long.
+BRIDGE_FORWARD_TIMEOUT = 30
+#: Timeout of the route functions (connect, disconnect, message): API Gateway's
+#: integration timeout, past which nothing they do reaches the client anyway.
+BRIDGE_ROUTE_TIMEOUT = 29
+#: setting -> the variable the bridge functions read it from (AWS and offline alike)
+BRIDGE_VARIABLES = {
+    "table": "BRIDGE_TABLE",
+    "buffer_max_events": "BRIDGE_BUFFER_MAX_EVENTS",
+    "buffer_max_bytes": "BRIDGE_BUFFER_MAX_BYTES",
+    "session_ttl": "BRIDGE_SESSION_TTL",
+    "hole_grace": "BRIDGE_HOLE_GRACE",
+    "allowed_ips": "BRIDGE_ALLOWED_IPS",
+}
+_MB = 1024 * 1024
+_DAY = 86_400
+# key -> (low, high). A buffer must hold at least one event of EventBridge's largest
+# (256 KB), hence 1 MB; a hole is skipped only once the forward that may still write
+# it has certainly ended, even retried once, hence more than twice its timeout; past
+# an hour a real hole would hold a client's acknowledgement back for no gain.
+_BRIDGE_RANGES: dict[str, tuple[int, int]] = {
+    "buffer_max_events": (1, 1_000_000),
+    "buffer_max_bytes": (_MB, 1024 * _MB),
+    "session_ttl": (60, 30 * _DAY),
+    "hole_grace": (2 * BRIDGE_FORWARD_TIMEOUT + 1, 3600),
+}
+_BRIDGE_KEYS = frozenset({*_BRIDGE_RANGES, "allowed_ips"})
+# BRIDGE_ALLOWED_IPS shares Lambda's 4 KB of variables with everything else
+_ALLOWED_IPS_CHARACTERS = 2048
 
 
 class SubscriptionsError(ValidationError):
@@ -162,11 +209,41 @@ class FunctionSpec:
 
 
 @dataclass(frozen=True)
+class BridgeSettings:
+    """The ``[bridge]`` table: how much a session's buffer keeps, and for how long.
+
+    ``allowed_ips`` is a second gate after IAM: when not empty, ``$connect`` from a
+    source address outside these networks is refused (API Gateway WebSocket APIs take
+    no resource policy, so the connect function checks it). Networks are normalized
+    (``10.1.2.3`` becomes ``10.1.2.3/32``).
+    """
+
+    buffer_max_events: int = 10_000
+    buffer_max_bytes: int = 50 * _MB
+    session_ttl: int = _DAY
+    hole_grace: int = 120
+    allowed_ips: tuple[str, ...] = ()
+
+    def environment(self, table: str) -> dict[str, str]:
+        """The ``BRIDGE_*`` variables of the bridge functions, for a bridge table name."""
+        values = {
+            "table": table,
+            "buffer_max_events": str(self.buffer_max_events),
+            "buffer_max_bytes": str(self.buffer_max_bytes),
+            "session_ttl": str(self.session_ttl),
+            "hole_grace": str(self.hole_grace),
+            "allowed_ips": ",".join(self.allowed_ips),
+        }
+        return {BRIDGE_VARIABLES[key]: value for key, value in values.items()}
+
+
+@dataclass(frozen=True)
 class Subscriptions:
-    """Every function of one definition file, in file order."""
+    """Every function of one definition file, in file order, and the bridge settings."""
 
     functions: dict[str, FunctionSpec]
     source: str
+    bridge: BridgeSettings = field(default_factory=BridgeSettings)
 
     @property
     def subscribers(self) -> list[FunctionSpec]:
@@ -348,6 +425,8 @@ class _Parser:
             raise self.fail(path, "names are 1-40 letters, digits, - and _, letter or digit first")
         if name in RESERVED_NAMES:
             raise self.fail(path, "is reserved for the stack's own function")
+        if name.startswith(RESERVED_PREFIX):
+            raise self.fail(path, f"names starting with {RESERVED_PREFIX!r} are the bridge's own")
         table = self.table(value, path)
         self.no_unknown_keys(table, path, _FUNCTION_KEYS)
         if "handler" not in table:
@@ -366,6 +445,54 @@ class _Parser:
             raise self.fail((*path, "on_failure"), f"must be a string, got {_kind(on_failure)}")
         fields["on_failure"] = on_failure
         return fields
+
+    def bridge(self, value: Any) -> BridgeSettings:
+        path = ("bridge",)
+        table = self.table(value, path)
+        self.no_unknown_keys(table, path, _BRIDGE_KEYS)
+        fields: dict[str, Any] = {}
+        for key, (low, high) in _BRIDGE_RANGES.items():
+            if key not in table:
+                continue
+            number = table[key]
+            if not isinstance(number, int) or isinstance(number, bool):
+                raise self.fail((*path, key), f"must be an integer, got {_kind(number)}")
+            if not low <= number <= high:
+                reason = f"must be within {low}..{high}, got {number}"
+                if key == "hole_grace":
+                    reason += (
+                        f" (more than twice the forward function's timeout of "
+                        f"{BRIDGE_FORWARD_TIMEOUT} s, so a cursor it may still write is not "
+                        "skipped)"
+                    )
+                raise self.fail((*path, key), reason)
+            fields[key] = number
+        if "allowed_ips" in table:
+            fields["allowed_ips"] = self.networks(table["allowed_ips"], (*path, "allowed_ips"))
+        return BridgeSettings(**fields)
+
+    def networks(self, value: Any, path: tuple[str, ...]) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise self.fail(path, f"must be an array of CIDR strings, got {_kind(value)}")
+        found: list[str] = []
+        for item in value:
+            if not isinstance(item, str):
+                raise self.fail(path, f"must hold CIDR strings, got {_kind(item)} {_show(item)}")
+            try:
+                network = ipaddress.ip_network(item.strip(), strict=True)
+            except ValueError as error:
+                loose = _loose_network(item)
+                hint = f" (did you mean {_show(loose)}?)" if loose else ""
+                raise self.fail(path, f"{_show(item)} is not a CIDR: {error}{hint}") from None
+            found.append(str(network))
+        networks = tuple(dict.fromkeys(found))  # deduplicated, in the order written
+        if len(",".join(networks)) > _ALLOWED_IPS_CHARACTERS:
+            raise self.fail(
+                path,
+                f"is longer than {_ALLOWED_IPS_CHARACTERS} characters once joined; it travels "
+                "in a Lambda variable (4 KB for all): use wider networks",
+            )
+        return networks
 
     def check_failure_targets(self, targets: dict[str, str | None]) -> None:
         for name, target in targets.items():
@@ -407,7 +534,8 @@ class _Parser:
         fields = {name: self.function(name, value, defaults) for name, value in functions.items()}
         self.check_failure_targets({name: f["on_failure"] for name, f in fields.items()})
         specs = {name: FunctionSpec(**values) for name, values in fields.items()}
-        return Subscriptions(functions=specs, source=self.source)
+        bridge = self.bridge(document["bridge"]) if "bridge" in document else BridgeSettings()
+        return Subscriptions(functions=specs, source=self.source, bridge=bridge)
 
 
 def parse(text: str, source: str = "dynamodb-logs.toml") -> Subscriptions:
@@ -422,6 +550,14 @@ def error_at(text: str, source: str, path: tuple[str, ...], reason: str) -> Subs
     :func:`parse`, but must still point at the line the user has to fix.
     """
     return SubscriptionsError(source, _Lines(text).of(path), ".".join(path), reason)
+
+
+def _loose_network(text: str) -> str | None:
+    """The network ``text`` lies in, when it only has host bits set (``10.0.0.1/8``)."""
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        return None
 
 
 def _kind(value: Any) -> str:
