@@ -26,7 +26,6 @@ What it holds, and the choices that are not obvious:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -35,20 +34,17 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from cdk_nag import NagSuppressions
 from constructs import Construct
 
 from bridge.core import names
 from bridge.core.events import SOURCE
-from bridge.core.subscriptions import PROJECT_VARIABLES, FunctionSpec, Subscriptions
+from bridge.core.subscriptions import FunctionSpec, Subscriptions
+from cloud_stack.functions import add_function, project_environment
 
 __all__ = ["PERMISSION_ACTIONS", "LogsStack", "project_environment"]
 
-RUNTIME = lambda_.Runtime.PYTHON_3_12
-ARCHITECTURE = lambda_.Architecture.ARM_64
-LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 TTL_ATTRIBUTE = "ttl"
 
 # The publisher's event source mapping (see the module docstring for why).
@@ -75,17 +71,6 @@ PERMISSION_ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "core:write": ("core", _WRITE),
     "bus:put": ("bus", ("events:PutEvents",)),
 }
-
-_L1_REASON = (
-    "The runtime is pinned to python3.12, the Python the handlers are tested on; moving "
-    "to a newer runtime is a deliberate, tested change rather than a side effect of a deploy."
-)
-
-
-def project_environment(stage: str) -> dict[str, str]:
-    """The variables every function gets (AWS and offline alike)."""
-    values = (names.log_table_name(stage), names.core_table_name(stage), names.BUS_NAME)
-    return dict(zip(PROJECT_VARIABLES, values, strict=True))
 
 
 class LogsStack(cdk.Stack):
@@ -179,60 +164,13 @@ class LogsStack(cdk.Stack):
 
     # ------------------------------------------------------------------ functions
 
-    def _function(
-        self,
-        name: str,
-        handler: str,
-        *,
-        timeout: int,
-        memory: int,
-        environment: Mapping[str, str],
-    ) -> tuple[lambda_.Function, iam.Role]:
-        """A function with its own role and log group, allowed to write only its logs."""
-        function_name = names.function_name(self.stage, name)
-        construct_id = f"Fn-{name}"
-        log_group = logs.LogGroup(
-            self,
-            f"{construct_id}-Logs",
-            log_group_name=names.log_group_name(function_name),
-            retention=LOG_RETENTION,
-            removal_policy=cdk.RemovalPolicy.DESTROY,
-        )
-        role = iam.Role(
-            self,
-            f"{construct_id}-Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"Execution role of {function_name}",
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[log_group.log_group_arn],  # the group's own streams only
-            )
-        )
-        function = lambda_.Function(
-            self,
-            construct_id,
-            function_name=function_name,
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            handler=handler,
-            code=self.code,
-            role=role,
-            timeout=cdk.Duration.seconds(timeout),
-            memory_size=memory,
-            environment={**project_environment(self.stage), **environment},
-            log_group=log_group,
-        )
-        NagSuppressions.add_resource_suppressions(
-            function, [{"id": "AwsSolutions-L1", "reason": _L1_REASON}]
-        )
-        return function, role
-
     def _publisher(self) -> lambda_.Function:
-        function, role = self._function(
-            names.PUBLISHER,
-            names.PUBLISHER_HANDLER,
+        function, role = add_function(
+            self,
+            stage=self.stage,
+            code=self.code,
+            name=names.PUBLISHER,
+            handler=names.PUBLISHER_HANDLER,
             timeout=PUBLISHER_TIMEOUT_SECONDS,
             memory=PUBLISHER_MEMORY_MB,
             environment={},
@@ -295,9 +233,12 @@ class LogsStack(cdk.Stack):
         return function
 
     def _subscriber_function(self, spec: FunctionSpec) -> lambda_.Function:
-        function, role = self._function(
-            spec.name,
-            spec.handler,
+        function, role = add_function(
+            self,
+            stage=self.stage,
+            code=self.code,
+            name=spec.name,
+            handler=spec.handler,
             timeout=spec.timeout,
             memory=spec.memory,
             environment=spec.environment,
