@@ -1,9 +1,13 @@
-"""The CDK app: one logs stack for one stage, built from a subscriptions definition.
+"""The CDK apps: the logs stack, or the bridge stack beside it, for one stage.
 
-:func:`build_app` is what :mod:`bridge.deploy` and the tests call. Run as a module
-(``python -m cloud_stack.app``) it is also a regular CDK app for the CDK CLI, taking
-its settings from context: ``-c stage=dev`` (required), ``-c subscriptions=FILE``,
-``-c archive_retention_days=N`` (0 = forever) and ``-c retain_data=false``.
+:func:`build_app` (the logs stack, from a subscriptions definition) and
+:func:`build_bridge_app` (the bridge stack, from its ``[bridge]`` settings) are what
+:mod:`bridge.deploy` and the tests call. Each app holds one stack, so deploying or
+destroying one never touches the other. Run as a module (``python -m
+cloud_stack.app``) it is also a regular CDK app for the CDK CLI, taking its settings
+from context: ``-c stage=dev`` (required), ``-c subscriptions=FILE``,
+``-c archive_retention_days=N`` (0 = forever), ``-c retain_data=false``, and
+``-c bridge=true`` for the bridge stack instead of the logs stack.
 """
 
 from __future__ import annotations
@@ -16,15 +20,31 @@ from pathlib import Path
 import aws_cdk as cdk
 
 from bridge.core import names
-from bridge.core.subscriptions import Subscriptions
+from bridge.core.subscriptions import BridgeSettings, Subscriptions
 from bridge.subscriptions import load
 from cloud_stack.assets import stage_code
+from cloud_stack.bridge_stack import BridgeStack
 from cloud_stack.logs_stack import LogsStack
 
-__all__ = ["DEFAULT_ARCHIVE_RETENTION_DAYS", "build_app", "main"]
+__all__ = [
+    "BRIDGE_EXTRA_HANDLERS",
+    "DEFAULT_ARCHIVE_RETENTION_DAYS",
+    "LOGS_EXTRA_HANDLERS",
+    "build_app",
+    "build_bridge_app",
+    "main",
+]
 
 #: Long enough to replay a quarter of history into a new read model; 0 keeps forever.
 DEFAULT_ARCHIVE_RETENTION_DAYS = 90
+#: The infrastructure handlers each stack's asset must hold (see stage_code). The
+#: asset's content is the same either way (all of bridge.core and bridge.lambdas), so
+#: both stacks share one upload; the bridge's list only adds the existence checks.
+LOGS_EXTRA_HANDLERS: tuple[str, ...] = (names.PUBLISHER_HANDLER,)
+BRIDGE_EXTRA_HANDLERS: tuple[str, ...] = (
+    names.PUBLISHER_HANDLER,
+    *names.BRIDGE_HANDLERS.values(),
+)
 
 
 def build_app(
@@ -54,6 +74,21 @@ def build_app(
     return app, stack
 
 
+def build_bridge_app(
+    stage: str,
+    settings: BridgeSettings,
+    code: Path,
+    *,
+    outdir: str | Path | None = None,
+) -> tuple[cdk.App, BridgeStack]:
+    """An app holding the bridge stack; ``code`` is made by :func:`stage_code` with
+    :data:`BRIDGE_EXTRA_HANDLERS`. Environment-agnostic, like :func:`build_app`."""
+    names.check_stage(stage)
+    app = cdk.App(outdir=str(outdir) if outdir is not None else None)
+    stack = BridgeStack(app, stage=stage, settings=settings, code=code)
+    return app, stack
+
+
 def _flag(value: object, default: bool) -> bool:
     if value is None:
         return default
@@ -71,10 +106,15 @@ def main() -> None:
     config = probe.node.try_get_context("subscriptions")
     retention = probe.node.try_get_context("archive_retention_days")
     retain = _flag(probe.node.try_get_context("retain_data"), True)
+    bridge = _flag(probe.node.try_get_context("bridge"), False)
     subs = load(config)
     staging = Path(tempfile.mkdtemp(prefix="dynamodb-logs-code-"))
     atexit.register(shutil.rmtree, staging, True)  # synth has copied it into cdk.out by then
-    code = stage_code(subs, staging / "code", extra_handlers=(names.PUBLISHER_HANDLER,))
+    extra = BRIDGE_EXTRA_HANDLERS if bridge else LOGS_EXTRA_HANDLERS
+    code = stage_code(subs, staging / "code", extra_handlers=extra)
+    if bridge:
+        build_bridge_app(str(stage), subs.bridge, code)[0].synth()
+        return
     app, _ = build_app(
         str(stage),
         subs,

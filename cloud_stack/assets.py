@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bridge.core.errors import BridgeError
 from bridge.core.subscriptions import FunctionSpec, Subscriptions
-from bridge.subscriptions import BRIDGE_PACKAGE, find_handler, project_root
+from bridge.subscriptions import BRIDGE_PACKAGE, find_handler, handler_problem, project_root
 
 __all__ = ["BRIDGE_PARTS", "stage_code"]
 
@@ -47,9 +47,18 @@ _SKIPPED_SUFFIXES = (".pyc", ".pyo")
 def stage_code(subs: Subscriptions, dest: Path, extra_handlers: tuple[str, ...] = ()) -> Path:
     """Fill ``dest`` (which must not exist) with the code every function needs.
 
-    ``extra_handlers`` are infrastructure handlers (the publisher) that are not in
-    the definition but must be in the asset; they must live in ``bridge.lambdas``.
+    ``extra_handlers`` are infrastructure handlers (the publisher, the bridge's
+    functions) that are not in the definition but must be in the asset; they must
+    live in ``bridge.lambdas`` and exist there, or the stack would deploy functions
+    that fail at their first import.
     """
+    for handler in extra_handlers:
+        if not handler.startswith("bridge.lambdas."):
+            raise BridgeError(f"infrastructure handler {handler!r} must be in bridge.lambdas")
+        spec = FunctionSpec(name=handler, handler=handler, pattern=None)
+        problem = handler_problem(spec, BRIDGE_PACKAGE.parent)
+        if problem is not None:
+            raise BridgeError(f"infrastructure handler {handler}: {problem}")
     dest.mkdir(parents=True)
     package = dest / "bridge"
     package.mkdir()
@@ -57,9 +66,6 @@ def stage_code(subs: Subscriptions, dest: Path, extra_handlers: tuple[str, ...] 
     for part in BRIDGE_PARTS:
         _copy_python(BRIDGE_PACKAGE / part, package / part)
     root = project_root(subs)
-    for handler in extra_handlers:
-        if not handler.startswith("bridge.lambdas."):
-            raise BridgeError(f"infrastructure handler {handler!r} must be in bridge.lambdas")
     for spec in subs.functions.values():
         _stage_handler(spec, root, dest)
     return dest
