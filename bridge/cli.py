@@ -617,6 +617,11 @@ def stack_options(command: Callable[..., Any]) -> Callable[..., Any]:
     help="Archive retention; 0 keeps events forever.",
 )
 @click.option("--no-retain-data", is_flag=True, help="Delete the tables with the stack.")
+@click.option(
+    "--bridge",
+    is_flag=True,
+    help="The bridge stack dynamodb-logs-bridge-{stage} instead of the logs stack.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the template paths as JSON.")
 def synth(
     stage: str,
@@ -624,25 +629,32 @@ def synth(
     outdir: Path,
     archive_retention_days: int,
     no_retain_data: bool,
+    bridge: bool,
     as_json: bool,
 ) -> None:
     """Write the CloudFormation templates of dynamodb-logs-{stage} (no AWS needed).
 
     \b
-    Example:
+    Examples:
       bridge synth --stage dev --out cdk.out
+      bridge synth --stage dev --bridge     # dynamodb-logs-bridge-dev
     """
+    from bridge.core.names import bridge_stack_name
     from bridge.deploy import synth as synthesize
 
+    shown = bridge_stack_name(stage) if bridge else stack_name(stage)
     with (
-        console.status(
-            f"synthesizing {stack_name(stage)} (jsii and Node.js: ~10 s) …", spinner="dots"
-        )
+        console.status(f"synthesizing {shown} (jsii and Node.js: ~10 s) …", spinner="dots")
         if not as_json
         else contextlib.nullcontext()
     ):
         templates = synthesize(
-            stage, outdir, config, archive_retention_days, retain_data=not no_retain_data
+            stage,
+            outdir,
+            config,
+            archive_retention_days,
+            retain_data=not no_retain_data,
+            bridge=bridge,
         )
     if as_json:
         emit({"templates": [str(t) for t in templates]})
@@ -663,6 +675,11 @@ def synth(
     help="Archive retention; 0 keeps events forever.",
 )
 @click.option("--yes", is_flag=True, help="Approve IAM changes without asking.")
+@click.option(
+    "--bridge",
+    is_flag=True,
+    help="The bridge stack dynamodb-logs-bridge-{stage} beside the logs stack.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the stack outputs as JSON.")
 def deploy(
     stage: str,
@@ -671,14 +688,17 @@ def deploy(
     region: str | None,
     archive_retention_days: int,
     yes: bool,
+    bridge: bool,
     as_json: bool,
 ) -> None:
     """Deploy dynamodb-logs-{stage} to AWS with the CDK CLI (through npx).
 
     \b
-    Checks first, and says what is missing: Node.js, AWS credentials, CDK bootstrap.
-    Example:
+    Checks first, and says what is missing: Node.js, AWS credentials, CDK bootstrap
+    (and for --bridge: the logs stack, API Gateway's CloudWatch Logs role).
+    Examples:
       bridge deploy --stage dev --profile my-dev-account
+      bridge deploy --stage dev --bridge    # needs dynamodb-logs-dev deployed
     """
     from bridge.deploy import deploy as run_deploy
 
@@ -689,6 +709,7 @@ def deploy(
         profile=profile,
         region=region,
         approve=yes,
+        bridge=bridge,
     )
     if as_json:
         emit(outputs)
@@ -701,17 +722,27 @@ def deploy(
 @stack_options
 @click.option("--profile", help="AWS profile.")
 @click.option("--region", help="AWS region (default: the profile's).")
-def destroy(stage: str, config: Path | None, profile: str | None, region: str | None) -> None:
+@click.option(
+    "--bridge",
+    is_flag=True,
+    help="The bridge stack dynamodb-logs-bridge-{stage} only (the logs stack stays).",
+)
+def destroy(
+    stage: str, config: Path | None, profile: str | None, region: str | None, bridge: bool
+) -> None:
     """Delete the stack dynamodb-logs-{stage}; the tables and their data stay.
 
     \b
-    Example:
+    The logs stack is refused while the bridge stack is deployed beside it.
+    Examples:
+      bridge destroy --stage dev --bridge   # the bridge stack only
       bridge destroy --stage dev --profile my-dev-account
     """
+    from bridge.core.names import bridge_stack_name
     from bridge.deploy import destroy as run_destroy
 
-    run_destroy(stage, config_path=config, profile=profile, region=region)
-    click.echo(f"deleted stack {stack_name(stage)}")
+    run_destroy(stage, config_path=config, profile=profile, region=region, bridge=bridge)
+    click.echo(f"deleted stack {bridge_stack_name(stage) if bridge else stack_name(stage)}")
 
 
 def error_line(error: BaseException) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""``bridge synth / deploy / destroy``: the logs stack through the CDK.
+"""``bridge synth / deploy / destroy``: the logs stack, or the bridge stack, through the CDK.
 
 Synthesis runs in this process (the CDK app is Python, :mod:`cloud_stack`) and needs
 no AWS access. Deploying and destroying hand the synthesized cloud assembly to the
@@ -9,6 +9,14 @@ Before the CLI starts, every precondition a user can fix is checked and reported
 in one line (:class:`BridgeError`): the stage, Node.js/npx, AWS credentials and
 region, and the CDK bootstrap of the target account and region. The CLI would find
 the same problems, but minutes later and in a page of output.
+
+The bridge stack (``bridge=True``) lives on the logs stack's bus without a
+CloudFormation export between them (see :mod:`cloud_stack.bridge_stack`), so the
+order is kept here, from CloudFormation's DescribeStacks: the bridge is deployed only
+beside a logs stack, and the logs stack is not destroyed while the bridge stack is
+there: the bus holds the bridge's rules, and EventBridge either refuses to delete
+it (its API reference) or deletes the rules with it (its user guide), leaving the
+logs stack's delete failed half-way or the bridge stack broken.
 """
 
 from __future__ import annotations
@@ -42,8 +50,11 @@ __all__ = [
     "CDK_CLI",
     "DEFAULT_ARCHIVE_RETENTION_DAYS",
     "Account",
+    "check_api_logging_role",
     "check_bootstrap",
     "check_credentials",
+    "check_logs_stack",
+    "check_no_bridge_stack",
     "check_node",
     "deploy",
     "destroy",
@@ -81,12 +92,16 @@ def synth(
     retention_days: int = DEFAULT_ARCHIVE_RETENTION_DAYS,
     *,
     retain_data: bool = True,
+    bridge: bool = False,
 ) -> list[Path]:
-    """Write the cloud assembly of ``dynamodb-logs-{stage}`` to ``outdir``.
+    """Write the cloud assembly of ``dynamodb-logs-{stage}`` to ``outdir``, or with
+    ``bridge`` that of ``dynamodb-logs-bridge-{stage}`` (which ignores the archive and
+    data options: they are the logs stack's).
 
     Returns the CloudFormation template files written. ``config_path`` is the
-    subscriptions definition (default: ./dynamodb-logs.toml, else the packaged one);
-    ``retention_days`` is the archive's retention, 0 keeps events forever.
+    subscriptions definition (default: ./dynamodb-logs.toml, else the packaged one),
+    whose ``[bridge]`` table the bridge stack reads; ``retention_days`` is the
+    archive's retention, 0 keeps events forever.
     """
     names.check_stage(stage)
     if retention_days < 0:
@@ -94,18 +109,23 @@ def synth(
     from bridge.subscriptions import load
 
     subs = load(config_path)  # fails fast, before jsii starts
-    out = _writable_dir(Path(outdir))  # so does a bad --out (jsii would hang or crash)
-    build_app, stage_code = _cdk_modules()
+    cloud = _cdk_modules()
     with tempfile.TemporaryDirectory(prefix="dynamodb-logs-code-") as staging:
-        code = stage_code(subs, Path(staging) / "code", extra_handlers=(names.PUBLISHER_HANDLER,))
-        app, _ = build_app(
-            stage,
-            subs,
-            code,
-            outdir=out,
-            archive_retention_days=retention_days,
-            retain_data=retain_data,
-        )
+        extra = cloud.BRIDGE_EXTRA_HANDLERS if bridge else cloud.LOGS_EXTRA_HANDLERS
+        # refuses a missing handler before anything is written to outdir
+        code = cloud.stage_code(subs, Path(staging) / "code", extra_handlers=extra)
+        out = _writable_dir(Path(outdir))  # so does a bad --out (jsii would hang or crash)
+        if bridge:
+            app, _ = cloud.build_bridge_app(stage, subs.bridge, code, outdir=out)
+        else:
+            app, _ = cloud.build_app(
+                stage,
+                subs,
+                code,
+                outdir=out,
+                archive_retention_days=retention_days,
+                retain_data=retain_data,
+            )
         assembly = app.synth()  # copies the staged code into the assembly
     return [Path(stack.template_full_path) for stack in assembly.stacks]
 
@@ -120,15 +140,15 @@ def _writable_dir(path: Path) -> Path:
     return path
 
 
-def _cdk_modules() -> tuple[Any, Any]:
+def _cdk_modules() -> Any:
+    """:mod:`cloud_stack.app` (its builders, handler lists and stage_code), loaded late."""
     try:
-        from cloud_stack.app import build_app
-        from cloud_stack.assets import stage_code
+        from cloud_stack import app
     except ImportError as error:
         raise BridgeError(
             f"the CDK libraries are missing ({error.name}): pip install 'dynamodb-logs-bridge[cdk]'"
         ) from None
-    return build_app, stage_code
+    return app
 
 
 # --------------------------------------------------------------------------- checks
@@ -258,6 +278,94 @@ def check_leftover_tables(account: Account, stage: str) -> None:
         )
 
 
+class _CannotTell(Exception):
+    """CloudFormation did not say (no permission, no answer): let the CDK CLI decide."""
+
+
+def _stack_status(account: Account, stack: str) -> str | None:
+    """The status of ``stack`` (``CREATE_COMPLETE`` …), or None when it does not exist."""
+    session = _session(account.profile, account.region)
+    try:
+        found = session.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+    except ClientError as error:
+        if "does not exist" in str(error):
+            return None
+        raise _CannotTell from None
+    except BotoCoreError:
+        raise _CannotTell from None
+    status = found[0]["StackStatus"] if found else None
+    return None if status == "DELETE_COMPLETE" else status
+
+
+# A logs stack in these states has no bus (never created, rolled back, going away).
+_NO_BUS_STATUSES = frozenset(
+    {
+        "REVIEW_IN_PROGRESS",
+        "CREATE_IN_PROGRESS",
+        "CREATE_FAILED",
+        "ROLLBACK_IN_PROGRESS",
+        "ROLLBACK_FAILED",
+        "ROLLBACK_COMPLETE",
+        "DELETE_IN_PROGRESS",
+        "DELETE_FAILED",
+    }
+)
+
+
+def check_logs_stack(account: Account, stage: str) -> None:
+    """The bridge stack puts its rules on the logs stack's bus: that stack must be there."""
+    stack = names.stack_name(stage)
+    try:
+        status = _stack_status(account, stack)
+    except _CannotTell:
+        return
+    where = f"account {account.account} region {account.region}"
+    if status is None:
+        raise BridgeError(
+            f"the logs stack {stack} is not deployed in {where}, and the bridge lives on its "
+            f"bus: deploy it first with `bridge deploy --stage {stage}`"
+        )
+    if status in _NO_BUS_STATUSES:
+        raise BridgeError(
+            f"the logs stack {stack} is {status} in {where}, so its bus may not exist: "
+            f"deploy it (`bridge deploy --stage {stage}`) before the bridge"
+        )
+
+
+def check_no_bridge_stack(account: Account, stage: str) -> None:
+    """Destroying the logs stack under the bridge stack would fail half-way: refuse."""
+    bridge = names.bridge_stack_name(stage)
+    try:
+        status = _stack_status(account, bridge)
+    except _CannotTell:
+        return
+    if status is not None:
+        raise BridgeError(
+            f"the bridge stack {bridge} ({status}) has rules on the bus of "
+            f"{names.stack_name(stage)}: destroy it first with "
+            f"`bridge destroy --stage {stage} --bridge`"
+        )
+
+
+def check_api_logging_role(account: Account) -> None:
+    """API Gateway writes a WebSocket stage's access log with the account's CloudWatch
+    role (an account-wide setting, not the stack's); without one the stage fails to
+    deploy with "CloudWatch Logs role ARN must be set in account settings"."""
+    session = _session(account.profile, account.region)
+    try:
+        settings = session.client("apigateway").get_account()
+    except (ClientError, BotoCoreError):
+        return  # can't tell (e.g. no apigateway:GET): let CloudFormation decide
+    if not settings.get("cloudwatchRoleArn"):
+        raise BridgeError(
+            f"API Gateway in account {account.account} region {account.region} has no "
+            "CloudWatch Logs role, which the bridge API's access log needs: create a role "
+            "for apigateway.amazonaws.com with the AmazonAPIGatewayPushToCloudWatchLogs "
+            "policy and run `aws apigateway update-account --patch-operations "
+            "op=replace,path=/cloudwatchRoleArn,value=ROLE_ARN`"
+        )
+
+
 def _preflight(stage: str, profile: str | None, region: str | None) -> tuple[str, Account]:
     names.check_stage(stage)
     if stage == "local":
@@ -270,9 +378,15 @@ def _preflight(stage: str, profile: str | None, region: str | None) -> tuple[str
     return npx, account
 
 
-def _deploy_preflight(stage: str, profile: str | None, region: str | None) -> tuple[str, Account]:
+def _deploy_preflight(
+    stage: str, profile: str | None, region: str | None, bridge: bool
+) -> tuple[str, Account]:
     npx, account = _preflight(stage, profile, region)
-    check_leftover_tables(account, stage)
+    if bridge:
+        check_logs_stack(account, stage)
+        check_api_logging_role(account)
+    else:
+        check_leftover_tables(account, stage)
     return npx, account
 
 
@@ -326,17 +440,19 @@ def deploy(
     region: str | None = None,
     outdir: str | Path | None = None,
     approve: bool = False,
+    bridge: bool = False,
 ) -> dict[str, str]:
-    """Deploy ``dynamodb-logs-{stage}`` and return the stack's outputs.
+    """Deploy ``dynamodb-logs-{stage}`` (or with ``bridge``, ``dynamodb-logs-bridge-{stage}``
+    beside it) and return the stack's outputs.
 
     ``approve=True`` skips the CLI's confirmation of IAM changes (needed when stdin
     is not a terminal); otherwise the CLI asks when permissions are broadened.
     """
     _check_inputs(stage, config_path)
-    npx, account = _deploy_preflight(stage, profile, region)
-    stack = names.stack_name(stage)
+    npx, account = _deploy_preflight(stage, profile, region, bridge)
+    stack = names.bridge_stack_name(stage) if bridge else names.stack_name(stage)
     with _assembly(outdir) as assembly, tempfile.TemporaryDirectory() as scratch:
-        synth(stage, assembly, config_path, retention_days, retain_data=retain_data)
+        synth(stage, assembly, config_path, retention_days, retain_data=retain_data, bridge=bridge)
         outputs_file = Path(scratch) / "outputs.json"
         arguments = ["deploy", stack, "--app", str(assembly), "--outputs-file", str(outputs_file)]
         arguments += ["--require-approval", "never" if approve else "broadening"]
@@ -355,15 +471,20 @@ def destroy(
     profile: str | None = None,
     region: str | None = None,
     outdir: str | Path | None = None,
+    bridge: bool = False,
 ) -> None:
-    """Delete ``dynamodb-logs-{stage}``.
+    """Delete ``dynamodb-logs-{stage}``, or with ``bridge`` only ``dynamodb-logs-bridge-{stage}``.
 
-    Tables deployed with ``retain_data`` (the default) stay, with their data: the log
-    is the source of truth. Delete them with ``aws dynamodb delete-table`` if meant.
+    Tables of the logs stack deployed with ``retain_data`` (the default) stay, with
+    their data: the log is the source of truth. Delete them with ``aws dynamodb
+    delete-table`` if meant. The bridge's table is a buffer and goes with its stack.
+    The logs stack is refused while the bridge stack is deployed on its bus.
     """
     _check_inputs(stage, config_path)
     npx, account = _preflight(stage, profile, region)
-    stack = names.stack_name(stage)
+    if not bridge:
+        check_no_bridge_stack(account, stage)
+    stack = names.bridge_stack_name(stage) if bridge else names.stack_name(stage)
     with _assembly(outdir) as assembly:
-        synth(stage, assembly, config_path)
+        synth(stage, assembly, config_path, bridge=bridge)
         _run_cdk(npx, account, ["destroy", stack, "--app", str(assembly), "--force"])
