@@ -30,6 +30,7 @@ from pathlib import Path
 
 import boto3
 
+from bridge.core.names import BUS_NAME, DEFAULT_REGION
 from bridge.offline.ports import free_port
 from bridge.store import LogStore
 
@@ -57,7 +58,7 @@ def start_offline(workdir: Path, ports: dict[str, int]) -> subprocess.Popen:
         **os.environ,
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": DEFAULT_REGION,
     }
     process = subprocess.Popen(
         [
@@ -137,7 +138,7 @@ def main() -> None:
             table = boto3.resource(
                 "dynamodb",
                 endpoint_url=f"http://127.0.0.1:{ports['dynamodb']}",
-                region_name="us-east-1",
+                region_name=DEFAULT_REGION,
                 aws_access_key_id="local",
                 aws_secret_access_key="local",
             ).Table("local-dynamodb-logs")
@@ -148,7 +149,7 @@ def main() -> None:
                     "Source": "bench.intake",
                     "DetailType": "tick",
                     "Detail": json.dumps({"n": n}),
-                    "EventBusName": "dynamodb-log",
+                    "EventBusName": BUS_NAME,
                 }
                 for n in range(10)
             ]

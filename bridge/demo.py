@@ -18,6 +18,7 @@ from rich.console import Console
 from bridge.archive import count as archived_count
 from bridge.aws import Target
 from bridge.core.log import from_dynamo
+from bridge.core.names import BUS_NAME
 from bridge.offline.cloud import LocalCloud, OfflineOptions
 from bridge.store import LogStore
 from bridge.subscriptions import load, project_root
@@ -57,7 +58,7 @@ async def _demo(users: int, seed: int, progress: bool, db: Path) -> dict[str, An
         await cloud.archive.flush()
         out.print(
             f"[bold]3.[/] stream → publisher → bus: {cloud.poller.published} records "
-            f"published, {cloud.bus.accepted} events on bus dynamodb-log"
+            f"published, {cloud.bus.accepted} events on bus {BUS_NAME}"
         )
         out.print(
             f"[bold]4.[/] users projection: {projected} users at version 4 in "

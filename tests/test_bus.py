@@ -16,9 +16,10 @@ import pytest
 
 from bridge import archive
 from bridge.archive import ArchiveWriter
+from bridge.core.names import rule_arn
 from bridge.core.patterns import PatternError
 from bridge.core.subscriptions import parse
-from bridge.offline.bus import Bus, EventsError, Rule, rule_arn, rules_from
+from bridge.offline.bus import Bus, EventsError, Rule, rules_from
 
 DEFINITION = """
 [functions.users]

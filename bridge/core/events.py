@@ -14,15 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.core.log import LogItem, from_dynamo
+from bridge.core.names import BUS_NAME, DEFAULT_REGION, LOCAL_ACCOUNT
 
 SOURCE = "dynamodb-log"
 DETAIL_TYPE = "stream changes"
-BUS_NAME = "dynamodb-log"
-ARCHIVE_NAME = "dynamodb-logs-archive"
-# Where nothing else says: the account id local endpoints (and moto) report, and
-# the region of boto3's own fallback.
-LOCAL_ACCOUNT = "000000000000"
-DEFAULT_REGION = "us-east-1"
 MAX_DETAIL_BYTES = 10_240
 MAX_ENTRIES_PER_PUT = 10
 MAX_PUT_BYTES = 256 * 1024

@@ -1,17 +1,19 @@
 """Names of the resources of a stage, in AWS and offline alike, and AWS's checks on them.
 
 One place for them: the CDK stack, the local cloud (functions, rules, ARNs) and the
-CLI all name things through here. Pure, so :mod:`bridge.deploy` can validate a stage
-before paying for a jsii start-up.
+CLI all name things through here, and the constants below are defined here and
+nowhere else. Pure (no I/O, imports nothing of the project but its errors), so
+:mod:`bridge.deploy` can validate a stage before paying for a jsii start-up and
+:mod:`bridge.core.events` can import the bus name without an import cycle.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from bridge.core.errors import ValidationError
-from bridge.core.events import ARCHIVE_NAME, BUS_NAME, DEFAULT_REGION, LOCAL_ACCOUNT
 
 __all__ = [
     "ARCHIVE_NAME",
@@ -19,18 +21,36 @@ __all__ = [
     "DEFAULT_REGION",
     "LOCAL_ACCOUNT",
     "PUBLISHER",
+    "PUBLISHER_HANDLER",
+    "EventsArn",
+    "archive_arn",
+    "bus_arn",
     "check_stage",
     "core_table_name",
     "function_arn",
     "function_name",
     "log_group_name",
     "log_table_name",
+    "parse_events_arn",
     "publisher_failures_queue_name",
     "region_from",
+    "replay_arn",
+    "rule_arn",
+    "rule_name",
     "stack_name",
 ]
 
+#: The event bus every log event goes to (the seed's handlers rely on the name).
+BUS_NAME = "dynamodb-log"
+#: The archive of that bus.
+ARCHIVE_NAME = "dynamodb-logs-archive"
+# Where nothing else says: the account id local endpoints (and moto) report, and
+# the region of boto3's own fallback.
+LOCAL_ACCOUNT = "000000000000"
+DEFAULT_REGION = "us-east-1"
+
 PUBLISHER = "publisher"
+PUBLISHER_HANDLER = "bridge.lambdas.publisher.handler"
 
 
 def region_from(environ: Mapping[str, str]) -> str:
@@ -39,7 +59,6 @@ def region_from(environ: Mapping[str, str]) -> str:
     return environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
 
 
-PUBLISHER_HANDLER = "bridge.lambdas.publisher.handler"
 # A stack name is letters, digits and hyphens; the stage is also part of table,
 # function and queue names, so it keeps to the characters all of them accept.
 _STAGE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$")
@@ -90,6 +109,84 @@ def function_name(stage: str, name: str) -> str:
 
 def function_arn(region: str, account: str, stage: str, name: str) -> str:
     return f"arn:aws:lambda:{region}:{account}:function:{function_name(stage, name)}"
+
+
+# --------------------------------------------------------------------------- EventBridge
+
+
+def rule_name(stage: str, function: str) -> str:
+    """A subscriber's rule is named like its function (``dynamodb-logs-{stage}-x``)."""
+    return function_name(stage, function)
+
+
+def bus_arn(region: str, account: str, bus: str = BUS_NAME) -> str:
+    return f"arn:aws:events:{region}:{account}:event-bus/{bus}"
+
+
+def rule_arn(region: str, account: str, name: str, bus: str = BUS_NAME) -> str:
+    """Rules on a custom bus carry the bus in their ARN: ``rule/{bus}/{name}``."""
+    return f"arn:aws:events:{region}:{account}:rule/{bus}/{name}"
+
+
+def archive_arn(region: str, account: str, name: str = ARCHIVE_NAME) -> str:
+    return f"arn:aws:events:{region}:{account}:archive/{name}"
+
+
+def replay_arn(region: str, account: str, name: str) -> str:
+    return f"arn:aws:events:{region}:{account}:replay/{name}"
+
+
+# The resource kinds of an EventBridge ARN that the bus knows.
+_EVENTS_KINDS = ("event-bus", "rule", "archive", "replay")
+
+
+@dataclass(frozen=True)
+class EventsArn:
+    """An EventBridge ARN taken apart: ``arn:{partition}:events:{region}:{account}:{kind}/…``.
+
+    ``name`` is the bus's, rule's, archive's or replay's own name; ``bus`` is set for
+    rules only (``default`` for a rule of the default bus, whose ARN has no bus part).
+    """
+
+    region: str
+    account: str
+    kind: str
+    name: str
+    bus: str | None = None
+    partition: str = "aws"
+
+
+def parse_events_arn(arn: str) -> EventsArn:
+    """The parts of an EventBridge bus, rule, archive or replay ARN.
+
+    Raises :class:`ValidationError` naming what is wrong, so a caller that turns a
+    user's ARN into a message can fall back to the text itself.
+    """
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn" or not parts[1] or parts[2] != "events":
+        raise ValidationError(f"not an EventBridge ARN: {arn!r}")
+    _, partition, _, region, account, resource = parts
+    kind, slash, path = resource.partition("/")
+    if kind not in _EVENTS_KINDS or not slash or not path:
+        raise ValidationError(
+            f"{arn!r}: expected {' or '.join(k + '/NAME' for k in _EVENTS_KINDS)} after the account"
+        )
+    if not region or not account:
+        raise ValidationError(f"{arn!r}: the region and the account must not be empty")
+    bus: str | None = None
+    name = path
+    if kind == "rule":  # rule/NAME on the default bus, rule/BUS/NAME on another (BUS may hold /)
+        bus, slash, name = path.rpartition("/")
+        if slash and not bus:
+            raise ValidationError(f"{arn!r}: the rule's bus name is empty")
+        bus = bus or "default"
+    elif kind != "event-bus" and "/" in path:  # only bus names (partner buses) hold a /
+        raise ValidationError(f"{arn!r}: a {kind} name has no '/'")
+    if not name:
+        raise ValidationError(f"{arn!r}: the {kind} name is empty")
+    return EventsArn(
+        region=region, account=account, kind=kind, name=name, bus=bus, partition=partition
+    )
 
 
 # --------------------------------------------------------------------------- the bridge

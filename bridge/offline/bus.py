@@ -35,16 +35,21 @@ from typing import TYPE_CHECKING, Any
 
 from bridge import archive as archive_file
 from bridge.archive import ArchiveWriter
-from bridge.core.errors import BridgeError
-from bridge.core.events import (
+from bridge.core.errors import BridgeError, ValidationError
+from bridge.core.events import MAX_ENTRIES_PER_PUT, MAX_PUT_BYTES, entry_size, envelope
+from bridge.core.names import (
     ARCHIVE_NAME,
     BUS_NAME,
-    MAX_ENTRIES_PER_PUT,
-    MAX_PUT_BYTES,
-    entry_size,
-    envelope,
+    DEFAULT_REGION,
+    LOCAL_ACCOUNT,
+    archive_arn,
+    bus_arn,
+    function_arn,
+    parse_events_arn,
+    replay_arn,
+    rule_arn,
+    rule_name,
 )
-from bridge.core.names import DEFAULT_REGION, LOCAL_ACCOUNT, function_arn, function_name
 from bridge.core.patterns import Pattern, validate_pattern
 
 if TYPE_CHECKING:
@@ -74,31 +79,6 @@ def _not_found(message: str) -> EventsError:
 
 def _invalid(message: str) -> EventsError:
     return EventsError("ValidationException", message)
-
-
-# --------------------------------------------------------------------------- names
-
-
-def rule_name(stage: str, function: str) -> str:
-    """A subscriber's rule is named like its function (``dynamodb-logs-{stage}-x``)."""
-    return function_name(stage, function)
-
-
-def bus_arn(region: str, account: str, bus: str = BUS_NAME) -> str:
-    return f"arn:aws:events:{region}:{account}:event-bus/{bus}"
-
-
-def rule_arn(region: str, account: str, name: str, bus: str = BUS_NAME) -> str:
-    """Rules on a custom bus carry the bus in their ARN: ``rule/{bus}/{name}``."""
-    return f"arn:aws:events:{region}:{account}:rule/{bus}/{name}"
-
-
-def archive_arn(region: str, account: str, name: str = ARCHIVE_NAME) -> str:
-    return f"arn:aws:events:{region}:{account}:archive/{name}"
-
-
-def replay_arn(region: str, account: str, name: str) -> str:
-    return f"arn:aws:events:{region}:{account}:replay/{name}"
 
 
 # --------------------------------------------------------------------------- rules
@@ -525,9 +505,8 @@ class Bus:
                 "constraint: Member must satisfy regular expression pattern: [\\.\\-_A-Za-z0-9]+"
             )
         if archive_arn != self.archive_arn or self.archive is None:
-            archive_name = archive_arn.rsplit("/", 1)[-1]
             raise _invalid(
-                f"Parameter EventSourceArn is not valid. Reason: Archive {archive_name} "
+                f"Parameter EventSourceArn is not valid. Reason: Archive {_name_in(archive_arn)} "
                 "does not exist."
             )
         if destination_arn != self.arn:
@@ -683,6 +662,14 @@ def _settle(replay: Replay, task: asyncio.Task[None]) -> None:
         replay.state = ReplayState.CANCELLED
         replay.state_reason = "Replay cancelled"
         replay.ended_at = replay.ended_at or datetime.now(UTC)
+
+
+def _name_in(arn: str) -> str:
+    """The resource name an ARN holds, for a message; the text itself when it is no ARN."""
+    try:
+        return parse_events_arn(arn).name
+    except ValidationError:
+        return arn
 
 
 def _utc(when: datetime) -> datetime:

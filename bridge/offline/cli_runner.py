@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from bridge.core.errors import BridgeError, ValidationError
-from bridge.core.events import ARCHIVE_NAME, BUS_NAME
+from bridge.core.names import ARCHIVE_NAME, BUS_NAME
 from bridge.offline.cloud import LocalCloud, OfflineOptions
 from bridge.offline.state import DatabaseLock, database_files
 

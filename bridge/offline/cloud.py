@@ -25,8 +25,14 @@ from typing import Any
 
 from bridge.aws import default_region
 from bridge.core.errors import BridgeError
-from bridge.core.events import BUS_NAME
-from bridge.core.names import LOCAL_ACCOUNT, core_table_name, log_table_name
+from bridge.core.names import (
+    BUS_NAME,
+    LOCAL_ACCOUNT,
+    PUBLISHER,
+    PUBLISHER_HANDLER,
+    core_table_name,
+    log_table_name,
+)
 from bridge.core.subscriptions import FunctionSpec, Subscriptions
 from bridge.offline.dynamodb import DynamoDBProcess
 from bridge.offline.poller import StreamPoller
@@ -45,15 +51,14 @@ from bridge.offline.state import (
 
 log = logging.getLogger("bridge.offline")
 
-ACCOUNT = LOCAL_ACCOUNT
 # The key the local functions sign with: the embedded endpoint lets it write while
 # draining. Any key works against local endpoints; this one is recognisable in logs.
 FUNCTIONS_KEY = "bridge-offline"
 # With --iam-auth, $connect URLs must be signed with this key (the README's exports).
 SIGNING_CREDENTIALS = ("local", "local")
-PUBLISHER = FunctionSpec(
-    name="publisher",
-    handler="bridge.lambdas.publisher.handler",
+PUBLISHER_FUNCTION = FunctionSpec(
+    name=PUBLISHER,
+    handler=PUBLISHER_HANDLER,
     pattern=None,
     retry_attempts=0,
     timeout=60,
@@ -202,12 +207,16 @@ class LocalCloud:
             self.archive = await ArchiveWriter(o.db).start()
             self._cleanups.append(self.archive.close)
             self.runtime = FunctionRuntime(
-                [PUBLISHER, *self.subscriptions.functions.values(), *self._route_functions()],
+                [
+                    PUBLISHER_FUNCTION,
+                    *self.subscriptions.functions.values(),
+                    *self._route_functions(),
+                ],
                 project_root=self.project_root,
                 environment=self.function_environment(),
                 stage=o.stage,
                 region=o.region,
-                account=ACCOUNT,
+                account=LOCAL_ACCOUNT,
             )
             await self.runtime.start()
             self._cleanups.append(self.runtime.stop)
@@ -219,12 +228,12 @@ class LocalCloud:
                     error,
                 )
             self.bus = Bus(
-                rules=rules_from(self.subscriptions, o.stage, o.region, ACCOUNT),
+                rules=rules_from(self.subscriptions, o.stage, o.region, LOCAL_ACCOUNT),
                 deliver=self.runtime.invoke_async,
                 backlog=self.runtime.backlog,
                 archive=self.archive,
                 region=o.region,
-                account=ACCOUNT,
+                account=LOCAL_ACCOUNT,
             )
             self._cleanups.append(self.bus.close)
             self.events = await EventsServer(self.bus, self.runtime, o.host, o.events_port).start()
@@ -236,7 +245,7 @@ class LocalCloud:
                 dynamodb=client,
                 streams=session.client("dynamodbstreams", endpoint_url=self.dynamodb_url),
                 table_name=log_table_name(o.stage),
-                invoke=lambda event: self.runtime.invoke(PUBLISHER.name, event),
+                invoke=lambda event: self.runtime.invoke(PUBLISHER, event),
                 checkpoints=checkpoints,
                 batch_window=o.batch_window,
             )
