@@ -77,7 +77,7 @@ def test_stages_that_make_valid_names(stage: str) -> None:
 
 @pytest.mark.parametrize(
     "stage",
-    ["", "-dev", "dev-", "dev_1", "dev.1", "dév", "x" * 33, "with space", "a/b"],
+    ["", "-dev", "dev-", "dev_1", "dev.1", "dév", "x" * 33, "with space", "a/b", "dev\n"],
 )
 def test_stages_that_would_break_a_stack_table_or_function_name(stage: str) -> None:
     with pytest.raises(ValidationError, match="use 1-32 letters, digits and hyphens"):

@@ -61,13 +61,13 @@ def region_from(environ: Mapping[str, str]) -> str:
 
 # A stack name is letters, digits and hyphens; the stage is also part of table,
 # function and queue names, so it keeps to the characters all of them accept.
-_STAGE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$")
+_STAGE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?")
 _MAX_FUNCTION_NAME = 64  # Lambda's limit
 
 
 def check_stage(stage: str) -> str:
     """Refuse a stage that would make an invalid stack, table or function name."""
-    if not _STAGE.match(stage):
+    if not _STAGE.fullmatch(stage):  # not match(…$): "$" also matches before a final \n
         raise ValidationError(
             f"stage {stage!r}: use 1-32 letters, digits and hyphens (not at either end)"
         )
