@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.core.errors import BridgeError, ValidationError
 from bridge.core.failure import (
@@ -66,6 +66,13 @@ from bridge.core.names import (
     log_group_name,
 )
 from bridge.core.subscriptions import FunctionSpec
+from bridge.offline.worker_protocol import (
+    Reply,
+    WorkerProtocolError,
+    decode_ready,
+    decode_reply,
+    encode_request,
+)
 
 __all__ = ["FunctionNotFoundError", "FunctionRuntime", "InvocationResult"]
 
@@ -115,8 +122,12 @@ class InvocationResult:
         return self.error is None
 
 
+_Decoded = TypeVar("_Decoded")
+
+
 class _SandboxExited(Exception):
-    """The worker process ended (or closed its protocol pipe) before replying."""
+    """The worker process ended, closed its protocol pipe or broke the protocol before
+    replying (``returncode`` None: it gave no reason, the channel is not to be trusted)."""
 
     def __init__(self, returncode: int | None) -> None:
         self.returncode = returncode
@@ -160,11 +171,10 @@ class _Sandbox:
         )
         sandbox = cls(process, function_logger)
         try:
-            ready = await asyncio.wait_for(sandbox._read(), INIT_TIMEOUT)
+            sandbox.watch.update(await asyncio.wait_for(sandbox._read(decode_ready), INIT_TIMEOUT))
         except BaseException:
             await sandbox.kill()
             raise
-        sandbox._note(ready.get("watch"))
         return sandbox
 
     @property
@@ -182,39 +192,36 @@ class _Sandbox:
                 return True
         return False
 
-    async def call(self, message: str, timeout: float) -> dict[str, Any]:
-        """Send one invocation and wait for its reply (``TimeoutError`` after ``timeout``)."""
+    async def call(self, request_id: str, line: str, timeout: float) -> Reply:
+        """Send one request line and wait for its reply (``TimeoutError`` after ``timeout``)."""
         assert self.process.stdin is not None
         try:
-            self.process.stdin.write(message.encode() + b"\n")
+            self.process.stdin.write(line.encode())
             await self.process.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             raise _SandboxExited(await self._exit_status()) from None
-        reply = await asyncio.wait_for(self._read(), timeout)
-        self._note(reply.pop("watch", None))
+        reply = await asyncio.wait_for(self._read(decode_reply), timeout)
+        if reply.request_id != request_id:  # a corrupted channel: never trust it again
+            raise _SandboxExited(None)
+        self.watch.update(reply.watch)
         return reply
 
-    async def _read(self) -> dict[str, Any]:
+    async def _read(self, decode: Callable[[bytes], _Decoded]) -> _Decoded:
+        """The next protocol line, decoded; a line that breaks the protocol ends the sandbox
+        (it cannot happen with the worker's clean channel; be safe)."""
         assert self.process.stdout is not None
         line = await self.process.stdout.readline()
         if not line:
             raise _SandboxExited(await self._exit_status())
         try:
-            reply = json.loads(line)
-        except ValueError:  # cannot happen with the worker's clean channel; be safe
-            reply = None
-        if not isinstance(reply, dict):
-            raise _SandboxExited(None)
-        return reply
+            return decode(line)
+        except WorkerProtocolError:
+            raise _SandboxExited(None) from None
 
     async def _exit_status(self) -> int | None:
         with contextlib.suppress(TimeoutError):
             return await asyncio.wait_for(self.process.wait(), STOP_GRACE)
         return None
-
-    def _note(self, files: dict[str, list[int]] | None) -> None:
-        for path, (mtime_ns, size) in (files or {}).items():
-            self.watch[path] = (mtime_ns, size)
 
     async def _forward_log(self, function_logger: logging.Logger) -> None:
         """Everything the sandbox writes to stderr is the function's log, line by line."""
@@ -546,10 +553,9 @@ class FunctionRuntime:
                 )
                 return self._finish(function, request_id, None, error, started, cold)
             deadline_ms = int((time.time() + limit) * 1000)
-            header = json.dumps({"id": request_id, "arn": function.arn, "deadline_ms": deadline_ms})
-            message = f'{header[:-1]}, "event": {text}}}'
+            line = encode_request(request_id, function.arn, deadline_ms, text)
             try:
-                reply = await sandbox.call(message, limit)
+                reply = await sandbox.call(request_id, line, limit)
             except TimeoutError:
                 self._retire(function, sandbox)
                 error = runtime_error(  # AWS names the limit, not the time measured
@@ -557,21 +563,15 @@ class FunctionRuntime:
                     f"RequestId: {request_id} Error: Task timed out after {limit:.2f} seconds",
                 )
                 return self._finish(function, request_id, None, error, started, cold)
-            except _SandboxExited as exc:
+            except _SandboxExited as exc:  # exited, or a corrupted channel
                 self._retire(function, sandbox)
                 error = _exit_error(request_id, exc.returncode)
                 return self._finish(function, request_id, None, error, started, cold)
             except BaseException:  # cancelled mid-call: the sandbox's state is unknown
                 self._retire(function, sandbox)
                 raise
-            if reply.get("id") != request_id:  # a corrupted channel: never trust it again
-                self._retire(function, sandbox)
-                error = _exit_error(request_id, None)
-                return self._finish(function, request_id, None, error, started, cold)
             function.idle.append(sandbox)
-            return self._finish(
-                function, request_id, reply.get("payload"), reply.get("error"), started, cold
-            )
+            return self._finish(function, request_id, reply.payload, reply.error, started, cold)
 
     def _finish(
         self,

@@ -6,25 +6,13 @@ A process rather than a thread because each function needs its own ``os.environ`
 (process-global) and because a runaway handler can only be stopped by ending its
 process — exactly what Lambda does with a sandbox that timed out.
 
-Protocol (JSON lines over the pipes the runtime gave us):
-
-* worker → runtime, once, after the init phase::
-
-    {"ready": true, "watch": {path: [mtime_ns, size]}, "init_error": {...} | null}
-
-* runtime → worker, one line per invocation::
-
-    {"id": request_id, "arn": invoked_function_arn, "deadline_ms": epoch_ms, "event": ...}
-
-* worker → runtime, one line per invocation::
-
-    {"id": ..., "payload": ...} or {"id": ..., "error": {errorType, errorMessage, trace}}
-    (both with "watch": files imported since the last report)
-
-The protocol owns copies of the original stdin/stdout descriptors; fd 0 then reads
-``/dev/null`` and fd 1 writes to stderr, so neither ``print()`` nor ``input()`` nor a
-child process of the handler can corrupt it. Everything written to stderr is the
-function's log: the runtime forwards it line by line to Python logging.
+It speaks the line protocol of :mod:`bridge.offline.worker_protocol` (where its
+format is specified) over the pipes the runtime gave it: a ready line once the
+handler is imported, then one reply line per request line. The protocol owns
+copies of the original stdin/stdout descriptors; fd 0 then reads ``/dev/null`` and
+fd 1 writes to stderr, so neither ``print()`` nor ``input()`` nor a child process
+of the handler can corrupt it. Everything written to stderr is the function's log:
+the runtime forwards it line by line to Python logging.
 
 ``watch`` lists every imported ``.py`` file under the project root with its mtime and
 size, so the runtime can replace the sandbox when any of them changes on disk (hot
@@ -35,8 +23,8 @@ Error payloads follow the Lambda Python runtime (``awslambdaric``): handler
 exceptions give the exception's class name, faults of the runtime itself give
 ``Runtime.ImportModuleError``, ``Runtime.HandlerNotFound``,
 ``Runtime.UserCodeSyntaxError``, ``Runtime.MalformedHandlerName`` and
-``Runtime.MarshalError``, with the same messages. Imports only the stdlib and
-``bridge.core`` so it starts fast.
+``Runtime.MarshalError``, with the same messages. Imports only the stdlib,
+``bridge.core`` and the protocol module (stdlib only) so it starts fast.
 """
 
 from __future__ import annotations
@@ -50,9 +38,17 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any
 
 from bridge.core.failure import error_payload, runtime_error
+from bridge.offline.worker_protocol import (
+    Request,
+    Watch,
+    decode_request,
+    encode_ready,
+    encode_reply,
+)
 
 MARSHAL_ERROR = "Runtime.MarshalError"
 MAX_RESPONSE_BYTES = 6_291_556  # Lambda's synchronous response limit
@@ -112,8 +108,8 @@ class Watcher:
         self.excluded = tuple(os.path.realpath(p) + os.sep for p in prefixes)
         self.seen: set[str] = set()
 
-    def new_files(self) -> dict[str, list[int]]:
-        found: dict[str, list[int]] = {}
+    def new_files(self) -> Watch:
+        found: Watch = {}
         for name, module in list(sys.modules.items()):
             if name in self.seen:
                 continue
@@ -130,8 +126,16 @@ class Watcher:
                 stat = os.stat(real)
             except OSError:
                 continue
-            found[real] = [stat.st_mtime_ns, stat.st_size]
+            found[real] = (stat.st_mtime_ns, stat.st_size)
         return found
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one invocation gave: the result's JSON text (encoded once, here) or an error."""
+
+    payload_json: str | None = None
+    error: dict[str, Any] | None = None
 
 
 class Sandbox:
@@ -182,40 +186,41 @@ class Sandbox:
             return
         self.handler = handler
 
-    def invoke(self, request: dict[str, Any]) -> dict[str, Any] | str:
-        """Run one invocation; a dict for errors, or the ready-encoded success reply."""
+    def invoke(self, request: Request) -> Outcome:
+        """Run one invocation: the handler's result as JSON text, or the error to report."""
         global _request_id
-        request_id = request["id"]
         if self.handler is None:
             self.load()
         if self.handler is None:
             assert self.init_error is not None
-            return {"id": request_id, "error": self.init_error}
-        context = LambdaContext(request_id, request["arn"], int(request["deadline_ms"]))
-        _request_id = request_id
+            return Outcome(error=self.init_error)
+        context = LambdaContext(request.request_id, request.arn, request.deadline_ms)
+        _request_id = request.request_id
         try:
-            result = self.handler(request["event"], context)
+            result = self.handler(request.event, context)
         except Exception as exc:
-            error = _without_own_frames(error_payload(exc))
-            _log_error(error)
-            return {"id": request_id, "error": error}
+            return _failed(_without_own_frames(error_payload(exc)))
         finally:
             _request_id = ""
         try:
             body = json.dumps(result, default=_encode_default)
         except (TypeError, ValueError) as exc:
-            error = runtime_error(MARSHAL_ERROR, f"Unable to marshal response: {exc}")
-            _log_error(error)
-            return {"id": request_id, "error": error}
+            return _failed(runtime_error(MARSHAL_ERROR, f"Unable to marshal response: {exc}"))
         if len(body.encode()) > MAX_RESPONSE_BYTES:
-            error = runtime_error(
-                "Function.ResponseSizeTooLarge",
-                f"Response payload size exceeded maximum allowed payload size "
-                f"({MAX_RESPONSE_BYTES} bytes).",
+            return _failed(
+                runtime_error(
+                    "Function.ResponseSizeTooLarge",
+                    f"Response payload size exceeded maximum allowed payload size "
+                    f"({MAX_RESPONSE_BYTES} bytes).",
+                )
             )
-            _log_error(error)
-            return {"id": request_id, "error": error}
-        return f'{{"id": {json.dumps(request_id)}, "payload": {body}}}'
+        return Outcome(payload_json=body)
+
+
+def _failed(error: dict[str, Any]) -> Outcome:
+    """An invocation's error: reported, and written to the function's log as Lambda does."""
+    _log_error(error)
+    return Outcome(error=error)
 
 
 def _encode_default(value: Any) -> Any:
@@ -286,16 +291,22 @@ def serve(handler: str, project_root: str, protocol_in: IO[str], protocol_out: I
         _log_error(sandbox.init_error)
     # The runtime reads only the watch report here: an init error is reported when
     # an invocation meets it, as Lambda does.
-    protocol_out.write(json.dumps({"watch": watcher.new_files()}) + "\n")
+    protocol_out.write(encode_ready(watcher.new_files()))
     for line in protocol_in:
         if not line.strip():
             continue
-        reply = sandbox.invoke(json.loads(line))
-        watch = watcher.new_files()
-        if isinstance(reply, dict):
-            protocol_out.write(json.dumps({**reply, "watch": watch}) + "\n")
-        else:  # a success reply, already encoded: append the watch report
-            protocol_out.write(f'{reply[:-1]}, "watch": {json.dumps(watch)}}}\n')
+        # A line that breaks the protocol raises WorkerProtocolError: the worker exits
+        # and the runtime reports the invocation as Runtime.ExitError.
+        request = decode_request(line)
+        outcome = sandbox.invoke(request)
+        protocol_out.write(
+            encode_reply(
+                request.request_id,
+                watcher.new_files(),
+                payload_json=outcome.payload_json,
+                error=outcome.error,
+            )
+        )
     return 0
 
 
