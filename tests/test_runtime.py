@@ -450,3 +450,42 @@ async def test_a_response_over_lambdas_6_mb_is_a_function_error() -> None:
         over = await runtime.invoke("big", {"action": "big", "bytes": 7_000_000})
     assert over.error["errorType"] == "Function.ResponseSizeTooLarge"
     assert "6291556 bytes" in over.error["errorMessage"]
+
+
+async def test_a_call_cancelled_midway_retires_its_sandbox(tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    async with running(spec("held", ACTIONS, timeout=60)) as runtime:
+        hold = {"action": "hold", "started": str(started), "release": str(release)}
+        call = asyncio.create_task(runtime.invoke("held", hold))
+        await eventually(started.exists, timeout=30)
+        (busy,) = runtime._functions["held"].sandboxes
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        # Its state is unknown (the handler may still run): killed, never reused.
+        await eventually(lambda: busy.process.returncode is not None)
+        after = await runtime.invoke("held", {"action": "pid"})
+        assert after.ok and after.payload["pid"] != busy.process.pid
+
+
+async def test_an_init_phase_over_its_limit_is_a_sandbox_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bridge.offline.runtime as runtime_module
+
+    # Lambda's limit is 10 s; the test's handler module takes 30 s to import.
+    monkeypatch.setattr(runtime_module, "INIT_TIMEOUT", 0.5)
+    (tmp_path / "slow_import.py").write_text(
+        "import time\ntime.sleep(30)\n\ndef handler(event, context):\n    return 1\n",
+        encoding="utf-8",
+    )
+    async with running(spec("slow", "slow_import.handler"), root=tmp_path) as runtime:
+        started = time.perf_counter()
+        result = await runtime.invoke("slow", {})
+        assert time.perf_counter() - started < 30
+        assert result.payload is None and result.error is not None
+        assert result.error["errorType"] == "Sandbox.Timedout"
+        assert result.error["errorMessage"] == (
+            f"RequestId: {result.request_id} Error: Init phase timed out after 0.50 seconds"
+        )
+        assert not runtime._functions["slow"].sandboxes  # the one that timed out is gone

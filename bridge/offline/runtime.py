@@ -536,42 +536,48 @@ class FunctionRuntime:
             if expired is not None and expired():
                 return None
             started = time.perf_counter()
-            cold = False
+            sandbox = self._take_idle(function)
+            cold = sandbox is None
             try:
-                sandbox = self._take_idle(function)
                 if sandbox is None:
-                    cold = True
                     sandbox = await self._start_sandbox(function)
-            except _SandboxExited as exc:
-                error = _exit_error(request_id, exc.returncode)
-                return self._finish(function, request_id, None, error, started, cold)
-            except TimeoutError:
-                error = runtime_error(
-                    SANDBOX_TIMEDOUT,
-                    f"RequestId: {request_id} Error: "
-                    f"Init phase timed out after {INIT_TIMEOUT:.2f} seconds",
-                )
-                return self._finish(function, request_id, None, error, started, cold)
+            except (_SandboxExited, TimeoutError) as exc:  # no sandbox to retire
+                limit_hit = f"Init phase timed out after {INIT_TIMEOUT:.2f} seconds"
+                return self._sandbox_failed(function, request_id, exc, limit_hit, started, cold)
             deadline_ms = int((time.time() + limit) * 1000)
             line = encode_request(request_id, function.arn, deadline_ms, text)
             try:
                 reply = await sandbox.call(request_id, line, limit)
-            except TimeoutError:
+            except BaseException as exc:
+                # Timed out, exited, corrupted or cancelled mid-call: whatever its state,
+                # this sandbox never takes another invocation.
                 self._retire(function, sandbox)
-                error = runtime_error(  # AWS names the limit, not the time measured
-                    SANDBOX_TIMEDOUT,
-                    f"RequestId: {request_id} Error: Task timed out after {limit:.2f} seconds",
-                )
-                return self._finish(function, request_id, None, error, started, cold)
-            except _SandboxExited as exc:  # exited, or a corrupted channel
-                self._retire(function, sandbox)
-                error = _exit_error(request_id, exc.returncode)
-                return self._finish(function, request_id, None, error, started, cold)
-            except BaseException:  # cancelled mid-call: the sandbox's state is unknown
-                self._retire(function, sandbox)
-                raise
+                if not isinstance(exc, _SandboxExited | TimeoutError):
+                    raise
+                limit_hit = f"Task timed out after {limit:.2f} seconds"  # the limit, as AWS
+                return self._sandbox_failed(function, request_id, exc, limit_hit, started, cold)
             function.idle.append(sandbox)
             return self._finish(function, request_id, reply.payload, reply.error, started, cold)
+
+    def _sandbox_failed(
+        self,
+        function: _Function,
+        request_id: str,
+        failure: _SandboxExited | TimeoutError,
+        limit_hit: str,
+        started: float,
+        cold: bool,
+    ) -> InvocationResult:
+        """Finish an attempt that the sandbox failed, not the handler, with Lambda's report.
+
+        ``limit_hit`` says which limit a ``TimeoutError`` hit (the init phase's or the
+        task's); an exited or corrupted sandbox is ``Runtime.ExitError``.
+        """
+        if isinstance(failure, TimeoutError):
+            error = runtime_error(SANDBOX_TIMEDOUT, f"RequestId: {request_id} Error: {limit_hit}")
+        else:
+            error = _exit_error(request_id, failure.returncode)
+        return self._finish(function, request_id, None, error, started, cold)
 
     def _finish(
         self,
