@@ -156,111 +156,164 @@ class LocalCloud:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        from bridge.archive import ArchiveWriter
-        from bridge.offline.bus import Bus, rules_from
-        from bridge.offline.events_api import EventsServer
-        from bridge.offline.runtime import FunctionRuntime
-        from bridge.store import create_tables
+        """Start every part, each after what it needs; a failure undoes what started.
 
+        The order is the pipeline's, from the tables to the poller that feeds the bus;
+        each step adds how to undo itself to ``_cleanups``, so the one failure path
+        below stops exactly what is running, newest first.
+        """
         o = self.options
         new_database = not Path(o.db).exists()
-        await asyncio.to_thread(check_database, o.db)
-        lock = self._lock = DatabaseLock(o.db).acquire()
-        if lock.stale:
-            log.warning(
-                "the last `bridge offline` on %s did not stop cleanly (killed?): its "
-                "tables are as it last saved them (at a quiet moment or a clean stop)",
-                o.db,
-            )
+        lock = await self._lock_database()
         try:
-            o.events_port = o.events_port or free_port(o.host)
-            o.ws_port = o.ws_port or free_port(o.host)
-            ports = [(o.events_port, "--events-port"), (o.ws_port, "--ws-port")]
-            if not o.dynamodb_endpoint and o.dynamodb_port:
-                ports.append((o.dynamodb_port, "--dynamodb-port"))
-            grace = 5.0 if lock.stale else 0.0  # a crashed run's ports may still be closing
-            for port, option in ports:  # all refused up front, each naming its option
-                await asyncio.to_thread(wait_port_free, o.host, port, option, grace)
-            if not o.dynamodb_endpoint:
-                self.embedded = DynamoDBProcess(o.host, o.dynamodb_port, FUNCTIONS_KEY)
-                await asyncio.to_thread(self.embedded.start)
-                self._cleanups.append(self.embedded.stop)
-                self.dynamodb_url = self.embedded.url
-                watch = asyncio.create_task(self._watch_embedded(), name="watch-dynamodb")
-                self._cleanups.append(watch.cancel)
+            # A crashed run's ports may still be closing.
+            await self._claim_ports(grace=5.0 if lock.stale else 0.0)
+            await self._start_dynamodb()
             session = self._session()
-            # One client for the poller, the saves and restore (boto3 clients are
-            # safe to share between threads).
-            client = self._client = session.client("dynamodb", endpoint_url=self.dynamodb_url)
-            if self.embedded:
-                self.restored = await asyncio.to_thread(restore_tables, client, o.db)
-            dynamodb = session.resource("dynamodb", endpoint_url=self.dynamodb_url)
-            await asyncio.to_thread(
-                create_tables, dynamodb, log_table_name(o.stage), core_table_name(o.stage)
-            )
-            if self.embedded:  # restored, streams on: clients may write now
-                # What is there now is what was restored: the first write of a client
-                # (even one waiting at the door) counts as a change to save.
-                writes_before_clients = (await asyncio.to_thread(self.embedded.write_counts))[0]
-                await asyncio.to_thread(self.embedded.open_writes)
-
-            self.archive = await ArchiveWriter(o.db).start()
-            self._cleanups.append(self.archive.close)
-            self.runtime = FunctionRuntime(
-                [
-                    PUBLISHER_FUNCTION,
-                    *self.subscriptions.functions.values(),
-                    *self._route_functions(),
-                ],
-                project_root=self.project_root,
-                environment=self.function_environment(),
-                stage=o.stage,
-                region=o.region,
-                account=LOCAL_ACCOUNT,
-            )
-            await self.runtime.start()
-            self._cleanups.append(self.runtime.stop)
-            try:
-                await self.runtime.warm()
-            except Exception as error:  # noqa: BLE001 - Lambda retries init on first use
-                log.warning(
-                    "a function could not be warmed up (it will be tried again when invoked): %s",
-                    error,
-                )
-            self.bus = Bus(
-                rules=rules_from(self.subscriptions, o.stage, o.region, LOCAL_ACCOUNT),
-                deliver=self.runtime.invoke_async,
-                backlog=self.runtime.backlog,
-                archive=self.archive,
-                region=o.region,
-                account=LOCAL_ACCOUNT,
-            )
-            self._cleanups.append(self.bus.close)
-            self.events = await EventsServer(self.bus, self.runtime, o.host, o.events_port).start()
-            self._cleanups.append(self.events.stop)
+            writes_before_clients = await self._open_tables(session)
+            await self._start_archive()
+            await self._start_functions()
+            await self._start_bus()
             await self._start_gateway()
-            checkpoints = await asyncio.to_thread(Checkpoints, o.db)
-            self._cleanups.append(checkpoints.close)
-            self.poller = StreamPoller(
-                dynamodb=client,
-                streams=session.client("dynamodbstreams", endpoint_url=self.dynamodb_url),
-                table_name=log_table_name(o.stage),
-                invoke=lambda event: self.runtime.invoke(PUBLISHER, event),
-                checkpoints=checkpoints,
-                batch_window=o.batch_window,
-            )
-            self._poll_task = asyncio.create_task(self.poller.run(), name="stream-poller")
-            if self.embedded and o.keep_tables and o.autosave > 0:
-                self._autosave_task = asyncio.create_task(
-                    self._autosave(o.autosave, writes_before_clients), name="autosave"
-                )
-                self._cleanups.append(self._stop_autosave)
+            await self._start_poller(session)
+            self._start_autosave(writes_before_clients)
         except BaseException:
             await self._stop_started()
             if new_database:  # a start that failed leaves no empty database behind
                 remove_database(o.db)  # (still under the lock: no other run is using it)
             self._release_lock()
             raise
+
+    async def _lock_database(self) -> DatabaseLock:
+        """Check the database file and take it for this run (released last, at stop)."""
+        db = self.options.db
+        await asyncio.to_thread(check_database, db)
+        lock = self._lock = DatabaseLock(db).acquire()
+        if lock.stale:
+            log.warning(
+                "the last `bridge offline` on %s did not stop cleanly (killed?): its "
+                "tables are as it last saved them (at a quiet moment or a clean stop)",
+                db,
+            )
+        return lock
+
+    async def _claim_ports(self, grace: float) -> None:
+        """Pick free ports where none was given; refuse a port in use before anything
+        starts, all of them up front, each naming its option."""
+        o = self.options
+        o.events_port = o.events_port or free_port(o.host)
+        o.ws_port = o.ws_port or free_port(o.host)
+        ports = [(o.events_port, "--events-port"), (o.ws_port, "--ws-port")]
+        if not o.dynamodb_endpoint and o.dynamodb_port:
+            ports.append((o.dynamodb_port, "--dynamodb-port"))
+        for port, option in ports:
+            await asyncio.to_thread(wait_port_free, o.host, port, option, grace)
+
+    async def _start_dynamodb(self) -> None:
+        """The embedded DynamoDB (unless the user gave an endpoint), watched for dying."""
+        o = self.options
+        if o.dynamodb_endpoint:
+            return
+        self.embedded = DynamoDBProcess(o.host, o.dynamodb_port, FUNCTIONS_KEY)
+        await asyncio.to_thread(self.embedded.start)
+        self._cleanups.append(self.embedded.stop)
+        self.dynamodb_url = self.embedded.url
+        watch = asyncio.create_task(self._watch_embedded(), name="watch-dynamodb")
+        self._cleanups.append(watch.cancel)
+
+    async def _open_tables(self, session: Any) -> int:
+        """Restore the saved tables (embedded endpoint), create the stage's tables, then
+        let clients write; returns how many writes the endpoint had seen before them."""
+        from bridge.store import create_tables
+
+        o = self.options
+        # One client for the poller, the saves and restore (boto3 clients are
+        # safe to share between threads).
+        client = self._client = session.client("dynamodb", endpoint_url=self.dynamodb_url)
+        if self.embedded:
+            self.restored = await asyncio.to_thread(restore_tables, client, o.db)
+        dynamodb = session.resource("dynamodb", endpoint_url=self.dynamodb_url)
+        await asyncio.to_thread(
+            create_tables, dynamodb, log_table_name(o.stage), core_table_name(o.stage)
+        )
+        if not self.embedded:
+            return 0  # the user's endpoint takes writes all along; nothing autosaves it
+        # Restored, streams on: clients may write now. What is there now is what was
+        # restored: the first write of a client (even one waiting at the door) counts
+        # as a change to save.
+        writes_before_clients = (await asyncio.to_thread(self.embedded.write_counts))[0]
+        await asyncio.to_thread(self.embedded.open_writes)
+        return writes_before_clients
+
+    async def _start_archive(self) -> None:
+        from bridge.archive import ArchiveWriter
+
+        self.archive = await ArchiveWriter(self.options.db).start()
+        self._cleanups.append(self.archive.close)
+
+    async def _start_functions(self) -> None:
+        """The function runtime: the publisher, the subscribers, the WebSocket routes."""
+        from bridge.offline.runtime import FunctionRuntime
+
+        o = self.options
+        self.runtime = FunctionRuntime(
+            [PUBLISHER_FUNCTION, *self.subscriptions.functions.values(), *self._route_functions()],
+            project_root=self.project_root,
+            environment=self.function_environment(),
+            stage=o.stage,
+            region=o.region,
+            account=LOCAL_ACCOUNT,
+        )
+        await self.runtime.start()
+        self._cleanups.append(self.runtime.stop)
+        try:
+            await self.runtime.warm()
+        except Exception as error:  # noqa: BLE001 - Lambda retries init on first use
+            log.warning(
+                "a function could not be warmed up (it will be tried again when invoked): %s",
+                error,
+            )
+
+    async def _start_bus(self) -> None:
+        """The bus (rules, archive, deliveries to the runtime) and its HTTP endpoint."""
+        from bridge.offline.bus import Bus, rules_from
+        from bridge.offline.events_api import EventsServer
+
+        o = self.options
+        self.bus = Bus(
+            rules=rules_from(self.subscriptions, o.stage, o.region, LOCAL_ACCOUNT),
+            deliver=self.runtime.invoke_async,
+            backlog=self.runtime.backlog,
+            archive=self.archive,
+            region=o.region,
+            account=LOCAL_ACCOUNT,
+        )
+        self._cleanups.append(self.bus.close)
+        self.events = await EventsServer(self.bus, self.runtime, o.host, o.events_port).start()
+        self._cleanups.append(self.events.stop)
+
+    async def _start_poller(self, session: Any) -> None:
+        """The stream poller, from the saved checkpoints: from here on, items get published."""
+        o = self.options
+        checkpoints = await asyncio.to_thread(Checkpoints, o.db)
+        self._cleanups.append(checkpoints.close)
+        self.poller = StreamPoller(
+            dynamodb=self._client,
+            streams=session.client("dynamodbstreams", endpoint_url=self.dynamodb_url),
+            table_name=log_table_name(o.stage),
+            invoke=lambda event: self.runtime.invoke(PUBLISHER, event),
+            checkpoints=checkpoints,
+            batch_window=o.batch_window,
+        )
+        self._poll_task = asyncio.create_task(self.poller.run(), name="stream-poller")
+
+    def _start_autosave(self, writes_before_clients: int) -> None:
+        o = self.options
+        if self.embedded and o.keep_tables and o.autosave > 0:
+            self._autosave_task = asyncio.create_task(
+                self._autosave(o.autosave, writes_before_clients), name="autosave"
+            )
+            self._cleanups.append(self._stop_autosave)
 
     def _route_functions(self) -> list[FunctionSpec]:
         return [
