@@ -37,7 +37,7 @@ BUSY_TIMEOUT_MS = 5_000
 BATCH_SIZE = 500
 BATCH_INTERVAL = 0.05  # seconds a batch may wait for more events before it is written
 
-logger = logging.getLogger("bridge.archive")
+logger = logging.getLogger(__name__)
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (

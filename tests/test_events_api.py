@@ -36,7 +36,7 @@ from bridge.offline.runtime import FunctionRuntime
 ROOT = Path(__file__).resolve().parents[1]
 HANDLER = "tests.handlers.bus_record.handler"
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-LOGGER = "bridge.offline.events"
+LOGGER = "bridge.offline.events_api"  # the module's own logger (named by __name__)
 
 
 def definition(records: Path) -> str:

@@ -18,7 +18,7 @@ import boto3
 
 from bridge.core.names import region_from
 
-logger = logging.getLogger("bridge.lambdas")
+logger = logging.getLogger(__name__)
 
 
 # The Lambda runtime leaves the root logger at WARNING; our count lines are INFO.

@@ -55,7 +55,7 @@ from bridge.core.patterns import Pattern, validate_pattern
 if TYPE_CHECKING:
     from bridge.core.subscriptions import Subscriptions
 
-logger = logging.getLogger("bridge.offline.bus")
+logger = logging.getLogger(__name__)
 
 Deliver = Callable[[str, dict[str, Any]], Any]
 

@@ -59,8 +59,10 @@ def configure_logging(verbosity: int) -> None:
         stream=sys.stderr,
     )
     if verbosity == 0:
-        for name in ("bridge.offline.runtime", "bridge.offline.functions", "bridge.offline"):
-            logging.getLogger(name).setLevel(logging.INFO)
+        # Every logger of the local cloud descends from this one: each module's own
+        # (``__name__``: bridge.offline.runtime's invocation lines, …) and the output
+        # of each function (``bridge.offline.functions.{name}``, see the runtime).
+        logging.getLogger("bridge.offline").setLevel(logging.INFO)
     if verbosity > 0:
         for noisy in ("botocore", "urllib3", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.INFO)

@@ -49,7 +49,7 @@ from bridge.offline.state import (
     write_snapshot,
 )
 
-log = logging.getLogger("bridge.offline")
+log = logging.getLogger(__name__)
 
 # The key the local functions sign with: the embedded endpoint lets it write while
 # draining. Any key works against local endpoints; this one is recognisable in logs.

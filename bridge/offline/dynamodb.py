@@ -240,7 +240,7 @@ class DynamoDBProcess:
 
     def _forward_stderr(self) -> None:
         assert self._process is not None and self._process.stderr is not None
-        log = logging.getLogger("bridge.offline.dynamodb")
+        log = logging.getLogger(__name__)
         for line in self._process.stderr:
             log.debug("%s", line.rstrip())
 

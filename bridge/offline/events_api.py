@@ -38,7 +38,7 @@ from bridge.offline.ports import listen
 if TYPE_CHECKING:
     from bridge.offline.runtime import FunctionRuntime
 
-logger = logging.getLogger("bridge.offline.events")
+logger = logging.getLogger(__name__)
 
 JSON_11 = "application/x-amz-json-1.1"
 TARGET_PREFIX = "AWSEvents."

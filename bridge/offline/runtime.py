@@ -76,7 +76,7 @@ from bridge.offline.worker_protocol import (
 
 __all__ = ["FunctionNotFoundError", "FunctionRuntime", "InvocationResult"]
 
-logger = logging.getLogger("bridge.offline.runtime")
+logger = logging.getLogger(__name__)
 
 FUNCTION_VERSION = EXECUTED_VERSION  # "$LATEST": functions are never published locally
 EXECUTION_ENV = f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}"
@@ -269,6 +269,10 @@ class _Function:
         self.spec = spec
         self.full_name = full_name
         self.arn = arn
+        # Not __name__: a logger per function, named after it, so the function's own
+        # output reads as such in the log lines and -q/-v (cli_runner) or a test can
+        # pick out one function's lines by name. Deliberately outside the module
+        # convention, like Lambda's one log group per function.
         self.log = logging.getLogger(f"bridge.offline.functions.{spec.name}")
         self.slots = asyncio.Semaphore(max_concurrency)
         self.idle: list[_Sandbox] = []
