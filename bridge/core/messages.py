@@ -357,12 +357,15 @@ class Closing:
 @dataclass(frozen=True, slots=True)
 class Error:
     """The server refuses a message. Codes: ``version`` (``version`` is the server's),
-    ``bad-message``, ``unknown-action``, ``forbidden``, ``no-session``, ``internal``."""
+    ``bad-message``, ``unknown-action``, ``forbidden``, ``no-session``, ``internal``.
+    ``request`` is the action of the message refused, when the server could read it
+    (beyond the spec: a refused ``drop`` must not read as a refused session)."""
 
     action: ClassVar[str] = "error"
     code: str
     message: str
     version: int | None = None
+    request: str | None = None
 
     def __post_init__(self) -> None:
         if self.version is not None:

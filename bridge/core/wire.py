@@ -22,6 +22,8 @@ Decisions beyond the maintainer's spec (``wire-spec.md``):
   or drops sessions, as ``bridge sessions`` does): the server needs the name to find
   the record, and a management connection must not take a running session over.
   ``Welcome.session`` is ``None`` for such a connection.
+* ``Error`` has ``request``: the action of the message it refuses, so a client can
+  tell a refused ``drop`` from a refused session.
 * ``Sessions`` has ``omitted``: how many of the owner's sessions did not fit in one
   message (:func:`sessions_message` cuts the listing rather than fail).
 * ``"sessions"`` is both the request (``ListSessions``) and the listing; an object
@@ -312,7 +314,12 @@ _FIELDS: Final[dict[type[Any], tuple[tuple[str, Reader], ...]]] = {
     Sessions: (("items", _read_items), ("omitted", _read_opt_count)),
     Dropped: (("name", _read_str),),
     Closing: (("reason", _read_str),),
-    Error: (("code", _read_str), ("message", _read_str), ("version", _read_opt_int)),
+    Error: (
+        ("code", _read_str),
+        ("message", _read_str),
+        ("version", _read_opt_int),
+        ("request", _read_opt_str),
+    ),
 }
 
 # "sessions" is both the request and the listing: the direction tells them apart, so
