@@ -87,7 +87,13 @@ messages: st.SearchStrategy[wire.Message] = st.one_of(
     st.builds(wire.Sessions, items=st.lists(session_infos, max_size=3).map(tuple), omitted=uints),
     st.builds(wire.Dropped, name=st.text()),
     st.builds(wire.Closing, reason=st.text()),
-    st.builds(wire.Error, code=st.text(), message=st.text(), version=st.none() | uints),
+    st.builds(
+        wire.Error,
+        code=st.text(),
+        message=st.text(),
+        version=st.none() | uints,
+        request=st.none() | st.text(),
+    ),
 )
 
 
