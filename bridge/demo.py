@@ -100,7 +100,8 @@ async def _wait_for_users(core: Any, users: int, deadline: float) -> int:
 
 
 def _scan(table: Any) -> list[dict[str, Any]]:
-    items, kwargs = [], {}
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {}
     while True:
         page = table.scan(**kwargs)
         items.extend(page.get("Items", []))

@@ -33,7 +33,7 @@ def fake_users(count: int, seed: int | None = None) -> Iterator[list[FakeEvent]]
     for _ in range(count):
         id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         phone = faker.phone_number()
-        payloads = [
+        payloads: list[dict[str, Any]] = [
             {"id": id, "name": faker.name(), "email": faker.email()},
             {"id": id, "phoneNumber": phone},
             {"id": id, "phoneNumber": phone, "verified": True},

@@ -27,6 +27,7 @@ What it holds, and the choices that are not obvious:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
@@ -85,7 +86,7 @@ class LogsStack(cdk.Stack):
         code: Path,
         archive_retention_days: int,
         retain_data: bool = True,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
         names.check_stage(stage)
         if archive_retention_days < 0:

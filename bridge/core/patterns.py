@@ -156,7 +156,8 @@ def _number_arg(path: str, operator: str, argument: Any) -> int | float:
             path,
             f'"{operator}" needs a number between -5e9 and 5e9, got {_show(argument)}',
         )
-    return argument
+    number: int | float = argument
+    return number
 
 
 def _affix_test(path: str, operator: str, argument: Any) -> ValueTest:

@@ -66,7 +66,8 @@ def client(service: str) -> Any:
     with _lock:  # boto3's default session is not safe to build clients from concurrently
         found = _clients.get(key)
         if found is None:
-            found = boto3.session.Session().client(service, region_name=region())
+            session: Any = boto3.session.Session()  # any service by name: untyped on purpose
+            found = session.client(service, region_name=region())
             _clients[key] = found
     return found
 
@@ -84,6 +85,6 @@ def required_setting(name: str) -> str:
     return value
 
 
-def log(message: str, level: int = logging.INFO, **fields: Any) -> None:
+def log(message: str, *, level: int = logging.INFO, **fields: Any) -> None:
     """One JSON object per line, so CloudWatch Logs Insights can query the fields."""
     logger.log(level, json.dumps({"message": message, **fields}, default=str, sort_keys=True))

@@ -65,7 +65,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if "requestContext" not in event or "timestamp" not in event:
         raise ValueError("not a Lambda failure record: requestContext and timestamp are required")
     table = _env.required_setting("DYNAMODB_CORE_TABLE")
-    key = failure_key(event)
+    key: dict[str, Any] = dict(failure_key(event))
     item = failure_item(event, format_timestamp(datetime.now(UTC)))
     client = _env.client("dynamodb")
     try:

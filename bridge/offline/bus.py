@@ -236,7 +236,7 @@ def _request_size(entries: Iterable[dict[str, Any]]) -> int:
     for entry in entries:
         if not isinstance(entry, dict):
             continue  # refused entry by entry later
-        clean = {
+        clean: dict[str, Any] = {
             key: value if isinstance(value, str) else json.dumps(value)
             for key, value in entry.items()
             if key in ("Source", "DetailType", "Detail") and value is not None
