@@ -779,6 +779,221 @@ def error_line(error: BaseException) -> tuple[str, int]:
     raise error
 
 
+# --------------------------------------------------------------------------- bridge client
+
+
+@cli.command()
+@click.option("--stage", default="local", show_default=True, help="Stage of the bridge to read.")
+@click.option(
+    "--url",
+    help="The bridge's WebSocket URL (default: the bridge stack's output; "
+    "for stage local, $BRIDGE_WEBSOCKET_URL or ws://127.0.0.1:3002/local).",
+)
+@click.option("--session", help="Session name (default: user@host). Reconnects resume it.")
+@click.option("--pattern", help="EventBridge pattern (JSON) the session subscribes with.")
+@click.option("--log", "logs", multiple=True, help="Only events of this log (repeatable).")
+@click.option("--type", "types", multiple=True, help="Only events of this type (repeatable).")
+@click.option("--replay", help="Receive only the events of this replay (bridge replay).")
+@click.option(
+    "--sink",
+    type=click.Choice(["sqlite", "dynamodb", "bus", "none"]),
+    default="sqlite",
+    show_default=True,
+    help="Where events go.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="sqlite: the file (default ./bridge.db); dynamodb/bus: the cursor's "
+    "state file (default ./bridge-SINK-STAGE.json).",
+)
+@click.option(
+    "--sink-endpoint",
+    help="dynamodb/bus sinks: the local endpoint "
+    "(default http://127.0.0.1:8000 / http://127.0.0.1:4010).",
+)
+@click.option(
+    "--sink-stage",
+    default="local",
+    show_default=True,
+    help="dynamodb sink: write into {sink-stage}-dynamodb-logs.",
+)
+@click.option(
+    "--hydrate",
+    is_flag=True,
+    help="Complete partial events (detail over 10 KB) from the cloud's log table.",
+)
+@click.option("--endpoint-url", help="The cloud's DynamoDB endpoint, for --hydrate.")
+@click.option(
+    "--region", help="AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1)."
+)
+@click.option("--profile", help="AWS profile whose credentials sign the connection.")
+@click.option("--no-iam-auth", is_flag=True, help="Connect unsigned (offline --no-iam-auth).")
+@click.option("--fail-on-gap", is_flag=True, help="Exit 4 if the bridge reported lost events.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines per event; JSON summary.")
+def connect(
+    stage: str,
+    url: str | None,
+    session: str | None,
+    pattern: str | None,
+    logs: tuple[str, ...],
+    types: tuple[str, ...],
+    replay: str | None,
+    sink: str,
+    out: Path | None,
+    sink_endpoint: str | None,
+    sink_stage: str,
+    hydrate: bool,
+    endpoint_url: str | None,
+    region: str | None,
+    profile: str | None,
+    no_iam_auth: bool,
+    fail_on_gap: bool,
+    as_json: bool,
+) -> None:
+    """Stream the bridge's events onto this machine until Ctrl-C.
+
+    \b
+    Examples:
+      bridge connect --stage dev                       # into ./bridge.db (sqlite)
+      bridge connect --stage dev --log users --type signup --json
+      bridge connect --stage dev --sink dynamodb --hydrate   # into local-dynamodb-logs
+      bridge connect --stage local --session tests --sink none
+
+    Nothing is lost across disconnects: the session's buffer in the cloud holds what
+    arrives while no socket is open, and the sink stores the cursor with the events.
+    Ctrl-C writes what arrived, acknowledges it and prints a summary (a second Ctrl-C
+    quits at once; the next run gets the unacknowledged events again).
+    """
+    from bridge.client.run import ConnectSettings, run_connect, subscription_pattern, summary_line
+
+    check_stage(stage)
+    check_stage(sink_stage)
+    if sink_endpoint is not None:
+        check_url("--sink-endpoint", sink_endpoint)
+    if endpoint_url is not None:
+        check_url("--endpoint-url", endpoint_url)
+    if no_iam_auth:
+        console.print("[yellow]warning:[/] connecting unsigned (--no-iam-auth)")
+    settings = ConnectSettings(
+        stage=stage,
+        url=url,
+        session=session,
+        pattern=subscription_pattern(pattern, logs, types),
+        replay=replay,
+        sink=sink,
+        out=out,
+        sink_endpoint=sink_endpoint,
+        sink_stage=sink_stage,
+        hydrate=hydrate,
+        as_json=as_json,
+        profile=profile,
+        region=region,
+        endpoint_url=endpoint_url,
+        iam_auth=not no_iam_auth,
+        fail_on_gap=fail_on_gap,
+    )
+    values = run_connect(settings)
+    if as_json:
+        emit({"summary": values})
+    else:
+        console.print(summary_line(values))
+    if fail_on_gap and values["gaps"]:
+        sys.exit(4)
+
+
+@cli.group()
+def sessions() -> None:
+    """Your bridge sessions (through the bridge API: no table access needed).
+
+    \b
+    Examples:
+      bridge sessions list --stage dev
+      bridge sessions drop alice@laptop --stage dev
+    """
+
+
+def _management_url(
+    stage: str, url: str | None, region: str | None, profile: str | None, no_iam_auth: bool
+) -> str:
+    from bridge.client.presign import presign
+    from bridge.client.run import ConnectSettings, bridge_url, credentials, resolve_region
+
+    check_stage(stage)
+    settings = ConnectSettings(stage=stage, url=url, region=region, profile=profile)
+    where = resolve_region(settings)
+    plain = bridge_url(settings, where)
+    return plain if no_iam_auth else presign(plain, credentials(settings, where), where)
+
+
+def session_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(command)
+    command = click.option("--no-iam-auth", is_flag=True, help="Connect unsigned.")(command)
+    command = click.option("--profile", help="AWS profile whose credentials sign.")(command)
+    command = click.option("--region", help="AWS region.")(command)
+    command = click.option("--url", help="The bridge's WebSocket URL.")(command)
+    return click.option("--stage", default="local", show_default=True, help="Stage.")(command)
+
+
+@sessions.command("list")
+@session_options
+def sessions_list(
+    stage: str,
+    url: str | None,
+    region: str | None,
+    profile: str | None,
+    no_iam_auth: bool,
+    as_json: bool,
+) -> None:
+    """List your sessions: connected or not, cursor, buffered events, expiry."""
+    from bridge.client.manage import list_sessions
+
+    rows, omitted = list_sessions(_management_url(stage, url, region, profile, no_iam_auth))
+    if as_json:
+        emit({"sessions": rows, "omitted": omitted})
+        return
+    table = Table(
+        "session", "connected", "acked", "next cursor", "buffered", "expires in", "pattern"
+    )
+    for row in rows:
+        table.add_row(
+            *cells(
+                row["name"],
+                "yes" if row["connected"] else "no",
+                row["acked"],
+                row["next_cursor"],
+                row["buffered"],
+                f"{row['expires_in']} s",
+                json.dumps(row["pattern"]) if row["pattern"] else "everything",
+            )
+        )
+    output().print(table)
+    if omitted:
+        console.print(f"{omitted} more sessions did not fit in one answer")
+
+
+@sessions.command("drop")
+@click.argument("name")
+@session_options
+def sessions_drop(
+    name: str,
+    stage: str,
+    url: str | None,
+    region: str | None,
+    profile: str | None,
+    no_iam_auth: bool,
+    as_json: bool,
+) -> None:
+    """Drop one of your sessions: its buffer goes, its open connection is closed."""
+    from bridge.client.manage import drop_session
+
+    dropped = drop_session(_management_url(stage, url, region, profile, no_iam_auth), name)
+    if as_json:
+        emit({"dropped": dropped})
+    else:
+        console.print(f"dropped session {dropped}")
+
+
 # click ≥ 8.2 raises this for a group called without arguments (older ones exit 0).
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 

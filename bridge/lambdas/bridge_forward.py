@@ -1,0 +1,136 @@
+"""Forward: the target of the bridge's two rules (live events, and replays named in a
+replay's ``FilterArns``). EventBridge invokes it asynchronously, one event at a time.
+
+For each session whose subscription wants the event it allocates a cursor (an atomic
+add), appends the event to the session's buffer, trims the buffer to its cap (telling
+the client exactly which cursors went), and posts the event to the session's open
+connection, read again *after* the buffer write so that a client connecting meanwhile
+either finds the event in the buffer on ``resume`` or gets it posted.
+
+* With no session open the whole cost is one Query of the sessions partition.
+* 410 from a post: the connection is gone; it is detached, the buffer keeps the event,
+  and the invocation succeeds (EventBridge must not retry the event for everyone).
+* 429: :class:`~bridge.lambdas._bridge_post.Poster` backs off; the buffer holds it.
+* A DynamoDB failure raises: EventBridge retries the event. Sessions that already had
+  it get it again under a new cursor, and the client's sink drops the duplicate by id.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bridge.core import wire
+from bridge.core.buffer import plan_trim
+from bridge.core.chunks import event_messages
+from bridge.core.session_record import SessionRecord, add_gap, disconnect, wants
+from bridge.lambdas import _bridge, _env
+from bridge.lambdas._bridge_post import Posted
+from bridge.lambdas._bridge_table import BridgeTable, session_key
+
+GAP_REASON = "buffer cap"
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    config = _bridge.settings()
+    bridge = _bridge.table(config)
+    now = time.time()
+    records = []
+    for item in bridge.sessions(now):
+        try:
+            records.append(SessionRecord.from_item(item))
+        except wire.LocalProtocolError as error:
+            _env.log("skipped a broken session item", error=str(error))
+    matching = [record for record in records if wants(record, event, now)]
+    if not matching:
+        return {"sessions": 0}
+    text = wire.json_text(event)
+    size = len(text.encode())
+    event_id = str(event.get("id", ""))
+    posted = 0
+    for record in matching:
+        if _forward(bridge, config, record, event, event_id, text, size, now):
+            posted += 1
+    _env.log("forwarded", id=event_id, sessions=len(matching), posted=posted)
+    return {"sessions": len(matching), "posted": posted}
+
+
+def _forward(
+    bridge: BridgeTable,
+    config: _bridge.Settings,
+    record: SessionRecord,
+    event: dict[str, Any],
+    event_id: str,
+    text: str,
+    size: int,
+    now: float,
+) -> bool:
+    key = session_key(record.owner, record.name)
+    ttl = _bridge.ttl_of(now, config)
+    allocation = bridge.allocate(key, size, ttl)
+    cursor = allocation.cursor
+    bridge.buffer_put(
+        key,
+        cursor,
+        {"id": event_id, "event": text, "size": size, "cum": allocation.cum, "ttl": ttl},
+    )
+    floor = max(allocation.floor, record.acked)
+    floor_cum = allocation.floor_cum
+    index = ((c, cum) for c, _, cum in bridge.buffer_index(key, floor, now))
+    trim = plan_trim(floor, floor_cum, cursor, allocation.cum, config.limits, index)
+    current = _bridge.load_record(bridge, record.owner, record.name, now)[0] or record
+    if trim is not None:
+        current = _drop_oldest(bridge, current, key, trim.first, trim.last, trim.last_cum, now)
+    if current.connection is None:
+        return False
+    texts = [wire.encode(m) for m in event_messages(cursor, event_id, event)]
+    if trim is not None:
+        texts.insert(0, wire.encode(wire.Gap(trim.first, trim.last, GAP_REASON)))
+    outcome = _bridge.post_all(current.connection, texts)
+    if outcome is Posted.GONE:
+        _detach(bridge, current, current.connection, now)
+    return outcome is Posted.OK
+
+
+def _drop_oldest(
+    bridge: BridgeTable,
+    record: SessionRecord,
+    key: str,
+    first: int,
+    last: int,
+    last_cum: int,
+    now: float,
+) -> SessionRecord:
+    """Delete cursors first..last from the buffer and record the gap on the session."""
+    doomed = [c for c, _, _ in bridge.buffer_index(key, first - 1, 0.0) if c <= last]
+    for _ in range(_bridge.SAVE_ATTEMPTS):
+        changed = add_gap(record, first, last, GAP_REASON)
+        try:
+            _bridge.save(bridge, changed, record.version, now)
+            record = changed
+            break
+        except _bridge.Conflict:
+            reloaded = _bridge.load_record(bridge, record.owner, record.name, now)[0]
+            if reloaded is None:
+                return record
+            record = reloaded
+    bridge.buffer_delete(key, doomed)
+    bridge.raise_floor(key, last, last_cum)
+    _env.log("buffer cap: dropped the oldest events", session=record.name, first=first, last=last)
+    return record
+
+
+def _detach(bridge: BridgeTable, record: SessionRecord, connection: str, now: float) -> None:
+    """410: forget the connection if it is still the session's (a newer may hold it)."""
+    for _ in range(_bridge.SAVE_ATTEMPTS):
+        changed = disconnect(record, connection)
+        if changed is None:
+            return
+        try:
+            _bridge.save(bridge, changed, record.version, now)
+            return
+        except _bridge.Conflict:
+            reloaded = _bridge.load_record(bridge, record.owner, record.name, now)[0]
+            if reloaded is None:
+                return
+            record = reloaded
