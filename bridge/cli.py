@@ -599,6 +599,23 @@ def stack_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def bridge_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--bridge``: the bridge stack instead of (or beside) the logs stack."""
+    return click.option(
+        "--bridge", is_flag=True, help=f"The bridge stack dynamodb-logs-bridge-{{stage}} {what}."
+    )
+
+
+# Synth and deploy: how long the archive keeps events.
+retention_option = click.option(
+    "--archive-retention-days",
+    type=click.IntRange(min=0),
+    default=90,
+    show_default=True,
+    help="Archive retention; 0 keeps events forever.",
+)
+
+
 @cli.command()
 @stack_options
 @click.option(
@@ -609,19 +626,9 @@ def stack_options(command: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     help="Where templates go.",
 )
-@click.option(
-    "--archive-retention-days",
-    type=click.IntRange(min=0),
-    default=90,
-    show_default=True,
-    help="Archive retention; 0 keeps events forever.",
-)
+@retention_option
 @click.option("--no-retain-data", is_flag=True, help="Delete the tables with the stack.")
-@click.option(
-    "--bridge",
-    is_flag=True,
-    help="The bridge stack dynamodb-logs-bridge-{stage} instead of the logs stack.",
-)
+@bridge_option("instead of the logs stack")
 @click.option("--json", "as_json", is_flag=True, help="Print the template paths as JSON.")
 def synth(
     stage: str,
@@ -667,19 +674,9 @@ def synth(
 @stack_options
 @click.option("--profile", help="AWS profile to deploy with.")
 @click.option("--region", help="AWS region (default: the profile's).")
-@click.option(
-    "--archive-retention-days",
-    type=click.IntRange(min=0),
-    default=90,
-    show_default=True,
-    help="Archive retention; 0 keeps events forever.",
-)
+@retention_option
 @click.option("--yes", is_flag=True, help="Approve IAM changes without asking.")
-@click.option(
-    "--bridge",
-    is_flag=True,
-    help="The bridge stack dynamodb-logs-bridge-{stage} beside the logs stack.",
-)
+@bridge_option("beside the logs stack")
 @click.option("--json", "as_json", is_flag=True, help="Print the stack outputs as JSON.")
 def deploy(
     stage: str,

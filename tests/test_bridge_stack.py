@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from templates import all_statements, cfn_lint_errors, literal_strings, nag_findings
 
 import cloud_stack  # noqa: F401  (first: silences jsii's Node banner before aws_cdk loads)
 from bridge import deploy
@@ -36,7 +35,7 @@ from cloud_stack.assets import stage_code
 
 cdk = pytest.importorskip("aws_cdk", reason="the cdk extra is not installed")
 
-from aws_cdk.assertions import Annotations, Match, Template  # noqa: E402
+from aws_cdk.assertions import Template  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
 from cfnlint.api import lint_file  # noqa: E402
 
@@ -519,28 +518,6 @@ def test_manage_connections_is_on_this_apis_stage_only(synthesized: Synthesized)
         assert all(resource == stage_arn(api_id, stage) for resource in resources_found)
 
 
-def all_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for logical_id, resource in template["Resources"].items():
-        properties = resource.get("Properties", {})
-        documents = [properties.get("PolicyDocument"), properties.get("AssumeRolePolicyDocument")]
-        documents += [policy.get("PolicyDocument") for policy in properties.get("Policies", [])]
-        for document in documents:
-            for statement in (document or {}).get("Statement", []):
-                yield logical_id, statement
-        if resource["Type"] == "AWS::Lambda::Permission":
-            yield logical_id, {"Effect": "Allow", "Action": properties["Action"]}
-
-
-def literal_strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from literal_strings(item)
-    elif isinstance(value, dict) and "Fn::Join" in value:
-        yield from literal_strings(value["Fn::Join"][1])
-
-
 def test_no_wildcard_action_and_no_wildcard_resource_but_the_stages_connections(
     synthesized: Synthesized,
 ) -> None:
@@ -602,23 +579,15 @@ def test_cfn_lint_finds_no_errors(synthesized: Synthesized) -> None:
     ]
     assert len(templates) == 2
     for template in templates:
-        errors = [match for match in lint_file(template) if match.rule.id.startswith("E")]
-        assert errors == [], "\n".join(str(match) for match in errors)
+        errors = cfn_lint_errors(template)
+        assert errors == [], "\n".join(errors)
 
 
 def test_cdk_nag_aws_solutions_has_no_unsuppressed_findings(synthesized: Synthesized) -> None:
     for stack in (synthesized.stack, synthesized.own_stack):
-        annotations = Annotations.from_stack(stack)
-        errors = annotations.find_error("*", Match.string_like_regexp("AwsSolutions-.*"))
-        assert errors == [], [error.entry.data for error in errors]
-        warnings = annotations.find_warning("*", Match.string_like_regexp("AwsSolutions-.*"))
-        assert warnings == [], [warning.entry.data for warning in warnings]
-        ignored = annotations.find_info("*", Match.string_like_regexp("AwsSolutions-.*"))
-        triggered: dict[str, set[str]] = {}
-        for info in ignored:
-            found = re.search(r"(AwsSolutions-\w+) was triggered", str(info.entry.data))
-            if found:
-                triggered.setdefault(found.group(1), set()).add(info.id)
+        errors, warnings, triggered = nag_findings(stack)
+        assert errors == [], errors
+        assert warnings == [], warnings
         assert set(triggered) == SUPPRESSED  # each suppression is still needed
         # authorization is suppressed on every route but $connect, which has IAM
         assert not any("$connect" in path for path in triggered["AwsSolutions-APIG4"])

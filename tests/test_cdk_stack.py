@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from templates import all_statements, cfn_lint_errors, literal_strings, nag_findings
 
 import cloud_stack  # noqa: F401  (first: silences jsii's Node banner before aws_cdk loads)
 from bridge import deploy
@@ -29,7 +28,7 @@ from cloud_stack.assets import stage_code
 
 cdk = pytest.importorskip("aws_cdk", reason="the cdk extra is not installed")
 
-from aws_cdk.assertions import Annotations, Match, Template  # noqa: E402
+from aws_cdk.assertions import Template  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
 from cfnlint.api import lint_file  # noqa: E402
 
@@ -473,30 +472,6 @@ def test_each_function_gets_exactly_what_it_uses(synthesized: Synthesized) -> No
     )
 
 
-def all_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every policy statement of the template, with the logical id it belongs to."""
-    for logical_id, resource in template["Resources"].items():
-        properties = resource.get("Properties", {})
-        documents = [properties.get("PolicyDocument"), properties.get("AssumeRolePolicyDocument")]
-        documents += [policy.get("PolicyDocument") for policy in properties.get("Policies", [])]
-        for document in documents:
-            for statement in (document or {}).get("Statement", []):
-                yield logical_id, statement
-        if resource["Type"] == "AWS::Lambda::Permission":
-            yield logical_id, {"Effect": "Allow", "Action": properties["Action"]}
-
-
-def literal_strings(value: Any) -> Iterator[str]:
-    """The literal text in a resource value (Fn::Join parts included, references not)."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from literal_strings(item)
-    elif isinstance(value, dict) and "Fn::Join" in value:
-        yield from literal_strings(value["Fn::Join"][1])
-
-
 def test_no_wildcard_action_or_resource_outside_the_allow_list(
     synthesized: Synthesized,
 ) -> None:
@@ -527,26 +502,18 @@ def test_cfn_lint_finds_no_errors_in_any_template(synthesized: Synthesized) -> N
     templates = [Path(stack.template_full_path) for stack in synthesized.assembly.stacks]
     assert len(templates) == 2
     for template in templates:
-        errors = [match for match in lint_file(template) if match.rule.id.startswith("E")]
-        assert errors == [], "\n".join(str(match) for match in errors)
+        errors = cfn_lint_errors(template)
+        assert errors == [], "\n".join(errors)
 
 
 def test_cdk_nag_aws_solutions_has_no_unsuppressed_errors(synthesized: Synthesized) -> None:
     for stack in (synthesized.default_stack, synthesized.user_stack):
-        annotations = Annotations.from_stack(stack)
-        errors = annotations.find_error("*", Match.string_like_regexp("AwsSolutions-.*"))
-        assert errors == [], [error.entry.data for error in errors]
-        warnings = annotations.find_warning("*", Match.string_like_regexp("AwsSolutions-.*"))
-        assert warnings == [], [warning.entry.data for warning in warnings]
-        # log_ignores=True reports every suppression that applied as info: this proves
-        # the checks ran over this stack, and that each suppression is still needed
-        ignored = annotations.find_info("*", Match.string_like_regexp("AwsSolutions-.*"))
-        triggered = {
-            found.group(1)
-            for info in ignored
-            if (found := re.search(r"(AwsSolutions-\w+) was triggered", str(info.entry.data)))
-        }
-        assert triggered == {"AwsSolutions-L1", "AwsSolutions-IAM5", "AwsSolutions-SQS3"}
+        errors, warnings, triggered = nag_findings(stack)
+        assert errors == [], errors
+        assert warnings == [], warnings
+        # each suppression that applied is reported: the checks ran over this stack,
+        # and each suppression is still needed
+        assert set(triggered) == {"AwsSolutions-L1", "AwsSolutions-IAM5", "AwsSolutions-SQS3"}
 
 
 def test_every_suppression_has_a_real_reason(synthesized: Synthesized) -> None:

@@ -514,16 +514,20 @@ ERRORS = [
 def test_every_error_names_file_line_key_and_reason(
     text: str, line: int, key: str, reason: str
 ) -> None:
-    with pytest.raises(SubscriptionsError) as caught:
-        parse(toml(text), source="conf/dynamodb-logs.toml")
+    assert_refused(toml(text), line, key, reason)
 
+
+def assert_refused(text: str, line: int, key: str, reason: str) -> None:
+    """One line naming file, line, key and reason; bad input (the CLI exits 2)."""
+    with pytest.raises(SubscriptionsError) as caught:
+        parse(text, source="conf/dynamodb-logs.toml")
     error = caught.value
     message = str(error)
     assert "\n" not in message
     assert message.startswith(f"conf/dynamodb-logs.toml:{line}: {key}: "), message
-    assert reason in message
+    assert reason in message, message
     assert (error.source, error.line, error.key) == ("conf/dynamodb-logs.toml", line, key)
-    assert isinstance(error, ValidationError)  # the CLI exits 2 for bad input
+    assert isinstance(error, ValidationError)
 
 
 def test_invalid_toml_is_reported_at_its_line() -> None:
@@ -938,16 +942,8 @@ BRIDGE_ERRORS = [
 def test_every_bridge_error_names_file_line_key_and_reason(
     text: str, line: int, key: str, reason: str
 ) -> None:
-    with pytest.raises(SubscriptionsError) as caught:
-        # a function after the table: the bridge's errors are not hidden behind the rest
-        parse(text + '\n[functions.x]\nhandler = "m.f"\n', source="conf/dynamodb-logs.toml")
-    error = caught.value
-    message = str(error)
-    assert "\n" not in message
-    assert message.startswith(f"conf/dynamodb-logs.toml:{line}: {key}: "), message
-    assert reason in message, message
-    assert (error.line, error.key) == (line, key)
-    assert isinstance(error, ValidationError)
+    # a function after the table: the bridge's errors are not hidden behind the rest
+    assert_refused(text + '\n[functions.x]\nhandler = "m.f"\n', line, key, reason)
 
 
 def test_an_allowlist_too_long_for_a_lambda_variable_is_refused() -> None:

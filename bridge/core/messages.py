@@ -19,41 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeAlias
 
-__all__ = [
-    "MAX_CHUNKS",
-    "MAX_INT",
-    "MAX_NAME_CHARS",
-    "PROTOCOL_VERSION",
-    "Ack",
-    "Chunk",
-    "ClientMessage",
-    "Closing",
-    "DropSession",
-    "Dropped",
-    "Error",
-    "Event",
-    "Gap",
-    "Hello",
-    "JSONObject",
-    "ListSessions",
-    "LocalProtocolError",
-    "Message",
-    "MessageTooLarge",
-    "Ping",
-    "Pong",
-    "ProtocolError",
-    "RemoteProtocolError",
-    "Resume",
-    "Resumed",
-    "ServerMessage",
-    "SessionInfo",
-    "Sessions",
-    "Subscribe",
-    "Subscribed",
-    "Welcome",
-    "WireError",
-    "kind_of",
-]
+# No __all__ here: bridge.core.wire re-exports these names and lists them once.
 
 PROTOCOL_VERSION: Final = 1
 MAX_INT: Final = 2**53 - 1
@@ -107,6 +73,20 @@ def _check_uint(action: str, name: str, value: int, minimum: int = 0) -> None:
         raise WireError(f"{action}.{name} must be an integer, got {kind_of(value)}")
     if not minimum <= value <= MAX_INT:
         raise WireError(f"{action}.{name} must be {minimum}..{MAX_INT}, got {value}")
+
+
+class _Counted:
+    """A message whose integer fields are all checked alike: ``counts`` names each
+    with its minimum (0 or 1), so a message that needs nothing more has no
+    ``__post_init__`` of its own."""
+
+    __slots__ = ()
+    action: ClassVar[str]
+    counts: ClassVar[dict[str, int]] = {}
+
+    def __post_init__(self) -> None:
+        for name, minimum in self.counts.items():
+            _check_uint(self.action, name, getattr(self, name), minimum)
 
 
 def _check_name(action: str, field: str, name: str) -> None:
@@ -165,31 +145,27 @@ class Subscribe:
 
 
 @dataclass(frozen=True, slots=True)
-class Resume:
+class Resume(_Counted):
     """Send again every buffered event with a cursor above ``after``, then ``Resumed``."""
 
     action: ClassVar[str] = "resume"
+    counts: ClassVar[dict[str, int]] = {"after": 0}
     after: int
-
-    def __post_init__(self) -> None:
-        _check_uint("resume", "after", self.after)
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """Every cursor up to ``through`` is durably handled: the buffer may let them go."""
-
-    action: ClassVar[str] = "ack"
-    through: int
-
-    def __post_init__(self) -> None:
-        _check_uint("ack", "through", self.through)
 
 
 @dataclass(frozen=True, slots=True)
 class Ping:
     action: ClassVar[str] = "ping"
     nonce: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(_Counted):
+    """Every cursor up to ``through`` is durably handled: the buffer may let them go."""
+
+    action: ClassVar[str] = "ack"
+    counts: ClassVar[dict[str, int]] = {"through": 0}
+    through: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,21 +186,17 @@ class DropSession:
 
 
 @dataclass(frozen=True, slots=True)
-class Welcome:
+class Welcome(_Counted):
     """The answer to ``Hello``: ``acked`` is the session's acknowledged cursor and
     ``next_cursor`` the one the next event will get (``next_cursor - 1`` is the highest
     allocated; cursors start at 1)."""
 
     action: ClassVar[str] = "welcome"
+    counts: ClassVar[dict[str, int]] = {"version": 0, "acked": 0, "next_cursor": 1}
     version: int
     session: str | None
     acked: int
     next_cursor: int
-
-    def __post_init__(self) -> None:
-        _check_uint("welcome", "version", self.version)
-        _check_uint("welcome", "acked", self.acked)
-        _check_uint("welcome", "next_cursor", self.next_cursor, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,15 +263,13 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
-class Resumed:
+class Resumed(_Counted):
     """The buffer has been sent up to ``through``, the highest cursor allocated when the
     resume was served: a cursor up to it still missing afterwards is a hole."""
 
     action: ClassVar[str] = "resumed"
+    counts: ClassVar[dict[str, int]] = {"through": 0}
     through: int
-
-    def __post_init__(self) -> None:
-        _check_uint("resumed", "through", self.through)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,13 +301,11 @@ class SessionInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class Sessions:
+class Sessions(_Counted):
     action: ClassVar[str] = "sessions"
+    counts: ClassVar[dict[str, int]] = {"omitted": 0}
     items: tuple[SessionInfo, ...]
     omitted: int = 0
-
-    def __post_init__(self) -> None:
-        _check_uint("sessions", "omitted", self.omitted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,22 +14,7 @@ from typing import TypeAlias
 
 from bridge.core import wire
 
-__all__ = [
-    "ClientEvent",
-    "Closing",
-    "Counters",
-    "Delivered",
-    "GapReported",
-    "Pong",
-    "ProtocolProblem",
-    "Ready",
-    "Refused",
-    "ServerError",
-    "SessionDropped",
-    "SessionReset",
-    "SessionsListed",
-    "State",
-]
+# No __all__ here: bridge.core.session re-exports these names and lists them once.
 
 
 @dataclass(frozen=True, slots=True)
