@@ -557,3 +557,25 @@ def test_the_client_checks_its_own_arguments() -> None:
         ClientProtocol("bad\nname", None, None, 0, now=0.0)
     with pytest.raises(wire.LocalProtocolError, match="resume_after"):
         ClientProtocol("s", None, None, -1, now=0.0)
+
+
+def test_a_resume_cut_short_by_the_server_is_continued_at_once() -> None:
+    """A forwarder-side resume may stop early (a large buffer near the function's
+    timeout): a ``resumed`` below what the welcome announced asks for the rest."""
+    client = ClientProtocol("alice@laptop", None, None, 0, now=0.0)
+    client.messages_to_send()
+    client.receive_message(wire.encode(wire.Welcome(1, "alice@laptop", 0, 6)), 0.1)
+    sent = [wire.decode(text) for text in client.messages_to_send()]
+    assert wire.Resume(0) in sent
+    for cursor in (1, 2):
+        event = {"id": f"e{cursor}", "detail": {}}
+        client.receive_message(wire.encode(wire.Event(cursor, f"e{cursor}", event)), 0.2)
+    client.receive_message(wire.encode(wire.Resumed(2)), 0.3)
+    again = [wire.decode(text) for text in client.messages_to_send()]
+    assert wire.Resume(2) in again
+    for cursor in (3, 4, 5):
+        event = {"id": f"e{cursor}", "detail": {}}
+        client.receive_message(wire.encode(wire.Event(cursor, f"e{cursor}", event)), 0.4)
+    client.receive_message(wire.encode(wire.Resumed(5)), 0.5)
+    assert not any(isinstance(wire.decode(text), wire.Resume) for text in client.messages_to_send())
+    assert client.low_water == 5

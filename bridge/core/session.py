@@ -203,6 +203,7 @@ class ClientProtocol:
         self._pending_ack: int | None = None
         self._confirmed = resume_after
         self._subscribed = self._resumed = False
+        self._known_top = 0  # the highest cursor the welcome said was allocated
         self._resume_sent: float | None = None  # when the outstanding resume went out
         self._last_resume = now
         self._pings = 0
@@ -318,6 +319,7 @@ class ClientProtocol:
         # may arrive before the welcome (posts of different Lambdas race). A fresh
         # session posts nothing before its first subscribe, so none came before a reset.
         start = self._resume_after
+        self._known_top = message.next_cursor - 1
         if message.next_cursor - 1 < start:
             self._events.append(SessionReset(start, message.acked))
             self._window = CursorWindow(message.acked)
@@ -343,6 +345,10 @@ class ClientProtocol:
         self._window.extend(message.through, self._now)
         self._resume_sent = None
         self._resumed = True
+        if message.through < self._known_top:
+            # The server stopped early (a large buffer, a function near its timeout):
+            # the welcome said more cursors exist, so ask for the rest at once.
+            self._request_resume()
 
     def _on_event(self, message: wire.Event) -> None:
         if self.session is None:
