@@ -158,6 +158,10 @@ def _finite_float(text: str) -> float:
     return number
 
 
+# One decoder for every message: json.loads with hooks builds a new one per call,
+# which costs more than parsing a typical event.
+_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
 # An escaped UTF-16 surrogate: either half of a pair (fine) or a lone one (refused);
 # only when one is present is the parsed value checked, so the common case costs nothing.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -178,7 +182,7 @@ def parse_json(data: str | bytes) -> Any:
         except UnicodeDecodeError as exc:
             raise WireError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise WireError("JSON nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, the int digit limit, our hooks
