@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import boto3
 from botocore.config import Config
 
+from bridge.core.inputs import check_region, check_url
 from bridge.core.names import core_table_name, log_table_name, region_from
 
 LOCAL_STAGE = "local"
@@ -29,12 +30,15 @@ def default_region() -> str:
 
 
 def local_endpoint(service: str, default: str) -> str:
-    """``AWS_ENDPOINT_URL_{SERVICE}`` (or ``AWS_ENDPOINT_URL``) when set, else ``default``."""
-    return (
-        os.environ.get(f"AWS_ENDPOINT_URL_{service}")
-        or os.environ.get("AWS_ENDPOINT_URL")
-        or default
-    )
+    """``AWS_ENDPOINT_URL_{SERVICE}`` (or ``AWS_ENDPOINT_URL``) when set, else ``default``.
+
+    A variable set to something botocore cannot use is refused naming the variable:
+    the user never typed it on this command line, so the option alone would mislead."""
+    for name in (f"AWS_ENDPOINT_URL_{service}", "AWS_ENDPOINT_URL"):
+        value = os.environ.get(name)
+        if value:
+            return check_url(f"${name}", value)
+    return default
 
 
 def is_loopback(url: str | None) -> bool:
@@ -66,7 +70,7 @@ class Target:
         """--endpoint-url, else (stage local) what `bridge offline` told you to export,
         else its default port. Other stages: None, boto3's own resolution (AWS)."""
         if self.endpoint_url:
-            return self.endpoint_url
+            return check_url("--endpoint-url", self.endpoint_url)
         if not self.is_local:
             return None
         return local_endpoint("DYNAMODB", LOCAL_DYNAMODB)
@@ -90,7 +94,11 @@ class Target:
         return self.is_local or is_loopback(self.endpoint_url)
 
     def session(self) -> boto3.Session:
-        region = self.region or default_region()
+        # botocore refuses a malformed region too, but as exit 1 and its own wording.
+        if self.region:
+            region = check_region("--region", self.region)
+        else:
+            region = check_region("$AWS_REGION / $AWS_DEFAULT_REGION", default_region())
         if self.profile:
             return boto3.Session(profile_name=self.profile, region_name=region)
         if self.local_endpoint:

@@ -30,9 +30,52 @@ from rich.table import Table
 
 from bridge.aws import Target, default_region, is_loopback
 from bridge.core.errors import BridgeError, ValidationError
+from bridge.core.inputs import (
+    check_region,
+    check_text,
+    check_url,
+    decode_utf8,
+    parse_json,
+)
+from bridge.core.log import MAX_ITEM_BYTES, MAX_PAYLOAD_DEPTH, check_name, parse_version
 from bridge.core.names import check_stage, stack_name
 
 console = Console(stderr=True)
+
+
+# --------------------------------------------------------------------------- option types
+
+
+class Checked(click.ParamType):
+    """A parameter checked, as it is parsed, by the same ``bridge.core`` function the
+    library calls, so every command refuses a bad value alike: one line, exit 2.
+
+    The check raises ``ValidationError`` (not click's ``BadParameter``) so the line
+    keeps the check's own wording, which already names the option."""
+
+    def __init__(self, name: str, check: Callable[[str, str], Any]) -> None:
+        self.name = name
+        self.check = check
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):  # a default, or a value converted already
+            return value
+        if isinstance(param, click.Option):
+            kind = param.opts[0]
+        else:
+            kind = param.name if param is not None and param.name else self.name
+        return self.check(kind, value)
+
+
+# Text that becomes part of a key or an event: UTF-8 and, for names, no "#". Bytes
+# that are not UTF-8 reach argv as lone surrogates (Python's surrogateescape).
+NAME = Checked("name", check_name)
+TEXT = Checked("text", check_text)
+# Versions are DynamoDB numbers: 38 digits (boto3 raises decimal.Inexact beyond).
+VERSION = Checked("version", parse_version)
+URL = Checked("url", check_url)
+REGION = Checked("region", check_region)
+PORT = click.IntRange(0, 65535)
 
 
 def aws_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -41,33 +84,31 @@ def aws_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--stage", default="local", show_default=True, help="Deployment stage.")
     @click.option(
         "--endpoint-url",
+        type=URL,
         help="DynamoDB endpoint. Stage local defaults to $AWS_ENDPOINT_URL_DYNAMODB "
         "if set, else http://127.0.0.1:8000; other stages use AWS.",
     )
     @click.option(
-        "--region", help="AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1)."
+        "--region",
+        type=REGION,
+        help="AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1).",
     )
-    @click.option("--profile", help="AWS profile for credentials (not needed for stage local).")
+    @click.option(
+        "--profile",
+        type=TEXT,
+        help="AWS profile for credentials (not needed for stage local).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
     @functools.wraps(command)
     def wrapper(stage, endpoint_url, region, profile, as_json, **kwargs):
         check_stage(stage)  # before anything is named after it, or asks AWS
-        if endpoint_url is not None:
-            check_url("--endpoint-url", endpoint_url)
         target = Target(stage=stage, endpoint_url=endpoint_url, region=region, profile=profile)
         return command(target=target, as_json=as_json, **kwargs)
 
     return wrapper
 
 
-PORT = click.IntRange(0, 65535)
-
-
-def check_url(option: str, url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValidationError(f"{option} {url!r} is not a URL like http://127.0.0.1:8000")
-    return url
+# --------------------------------------------------------------------------- printing
 
 
 def cells(*values: Any) -> list[str]:
@@ -137,36 +178,60 @@ def tables_create(target: Target, as_json: bool) -> None:
         click.echo(f"{name}: {'created' if name in created else 'exists'}")
 
 
+# Read no more of a file or a pipe than any payload DynamoDB could store as JSON text
+# (400 KB of item, generously indented): `--payload @/dev/zero` ends, it does not hang.
+MAX_PAYLOAD_TEXT = 10 * MAX_ITEM_BYTES
+
+
 def parse_payload(text: str) -> dict[str, Any]:
     """The JSON itself, ``@file.json``, or ``-`` for standard input (shells cap arguments
-    near 128 KB; DynamoDB items go to 400 KB)."""
+    near 128 KB; DynamoDB items go to 400 KB).
+
+    Files and stdin are read as bytes and decoded strictly: Python's own stdin would
+    turn a byte that is not UTF-8 into a lone surrogate and let it through."""
     if text == "-":
-        text = sys.stdin.read()
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:  # a text-only stdin (an embedding program's): checked as text
+            text = sys.stdin.read(MAX_PAYLOAD_TEXT + 1) if sys.stdin else ""
+        else:
+            data = _capped("--payload -", stream.read(MAX_PAYLOAD_TEXT + 1))
+            text = decode_utf8("--payload - (standard input)", data)
     elif text.startswith("@"):
         try:
-            text = Path(text[1:]).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
+            with Path(text[1:]).open("rb") as file:
+                data = file.read(MAX_PAYLOAD_TEXT + 1)
+        except OSError as error:
             raise ValidationError(f"--payload {text}: cannot read the file: {error}") from None
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValidationError(f"--payload is not valid JSON: {error}") from None
+        text = decode_utf8(f"--payload {text}", _capped(f"--payload {text}", data))
+    payload = parse_json("--payload", text, MAX_PAYLOAD_DEPTH)
     if not isinstance(payload, dict):
         raise ValidationError("--payload must be a JSON object")
     return payload
 
 
+def _capped(kind: str, data: bytes) -> bytes:
+    if len(data) > MAX_PAYLOAD_TEXT:
+        raise ValidationError(
+            f"{kind}: more than {MAX_PAYLOAD_TEXT} bytes; a DynamoDB item holds "
+            f"{MAX_ITEM_BYTES} (400 KB)"
+        )
+    return data
+
+
 @cli.command()
-@click.argument("log")
-@click.argument("id")
-@click.argument("type")
+@click.argument("log", type=NAME)
+@click.argument("id", type=NAME)
+@click.argument("type", type=TEXT)
 @click.option(
     "--payload",
     required=True,
     help="The event payload, a JSON object with 'id'; @file.json or - for stdin.",
 )
 @click.option(
-    "--expected-version", type=click.IntRange(min=0), help="Fail unless this is the latest version."
+    "--expected-version",
+    type=VERSION,
+    metavar="N",
+    help="Fail unless this is the latest version.",
 )
 @aws_options
 def append(
@@ -199,9 +264,9 @@ def append(
 
 
 @cli.command()
-@click.argument("log")
-@click.argument("id", required=False)
-@click.option("--after", type=click.IntRange(min=0), default=0, help="Only versions after N.")
+@click.argument("log", type=NAME)
+@click.argument("id", type=NAME, required=False)
+@click.option("--after", type=VERSION, default=0, metavar="N", help="Only versions after N.")
 @aws_options
 def query(target: Target, as_json: bool, log: str, id: str | None, after: int) -> None:
     """Print the events of LOG (or of one stream LOG#ID) in version order.
@@ -364,6 +429,7 @@ def demo(users: int, seed: int, as_json: bool) -> None:
 )
 @click.option(
     "--dynamodb-endpoint",
+    type=URL,
     help="Use this DynamoDB (e.g. DynamoDB Local) instead of the embedded one.",
 )
 @click.option(
@@ -380,6 +446,7 @@ def demo(users: int, seed: int, as_json: bool) -> None:
 )
 @click.option(
     "--region",
+    type=REGION,
     default=default_region,
     show_default="$AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1",
     help="Region of the local tables, bus and functions (as the other commands use).",
@@ -446,8 +513,6 @@ def offline(
     """
     from bridge.offline.cli_runner import run_offline
 
-    if options.get("dynamodb_endpoint"):
-        check_url("--dynamodb-endpoint", options["dynamodb_endpoint"])
     routes = {}
     for text in ws_routes:
         route, sep, handler = text.partition("=")
@@ -467,6 +532,7 @@ def offline(
 )
 @click.option(
     "--dynamodb-endpoint",
+    type=URL,
     help="Also delete the stage's tables at this local "
     "endpoint (the one given to `bridge offline --dynamodb-endpoint`).",
 )
@@ -489,7 +555,6 @@ def clean(db: Path, dynamodb_endpoint: str | None, stage: str, yes: bool) -> Non
 
     target = None
     if dynamodb_endpoint:
-        check_url("--dynamodb-endpoint", dynamodb_endpoint)
         if not is_loopback(dynamodb_endpoint):
             raise BridgeError(
                 f"{dynamodb_endpoint} is not on this machine: `bridge clean` only "
@@ -546,9 +611,10 @@ def failures_list(target: Target, as_json: bool) -> None:
 
 
 @failures.command("retry")
-@click.argument("request_id")
+@click.argument("request_id", type=TEXT)
 @click.option(
     "--lambda-endpoint-url",
+    type=URL,
     help="Lambda endpoint (default for a local stage: bridge offline's :4010).",
 )
 @aws_options
@@ -565,8 +631,6 @@ def failures_retry(
 
     if lambda_endpoint_url is None:
         lambda_endpoint_url = target.lambda_endpoint
-    else:
-        check_url("--lambda-endpoint-url", lambda_endpoint_url)
     result = retry_failure(
         target.dynamodb().Table(target.core_table),
         target.client("lambda", endpoint_url=lambda_endpoint_url),

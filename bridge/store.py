@@ -15,7 +15,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from bridge.core.errors import BridgeError, ConcurrencyError
-from bridge.core.log import LogItem, check_name, parse_stream_key, stream_key
+from bridge.core.log import LogItem, check_name, check_version, parse_stream_key, stream_key
 
 MAX_BATCH_ITEMS = 25  # BatchWriteItem's limit
 
@@ -47,8 +47,8 @@ class LogStore:
         ``expected_version + 1`` and raises ``ConcurrencyError`` otherwise. Without
         it the current version is read and a lost race is retried.
         """
-        if expected_version is not None and expected_version < 0:
-            raise BridgeError(f"expected version must be >= 0, got {expected_version}")
+        if expected_version is not None:
+            check_version("expected version", expected_version)
         first = LogItem(log, id, (expected_version or 0) + 1, type, payload)
         record = first.to_item()  # validated once, before any I/O; retries change sk only
         if expected_version is not None:
@@ -158,7 +158,7 @@ class LogStore:
         Follows ``LastEvaluatedKey``, so a stream larger than one 1 MB page is read whole.
         """
         condition = Key("pk").eq(stream_key(check_name("log", log), check_name("id", id)))
-        if after:
+        if check_version("after", after):
             condition = condition & Key("sk").gt(after)
         kwargs: dict[str, Any] = {"KeyConditionExpression": condition, "ConsistentRead": True}
         while True:
@@ -178,7 +178,7 @@ class LogStore:
         version. One scan rather than a scan for the ids plus a query per stream (10×
         faster for a few hundred streams); still a scan: fine for local tables."""
         condition = Attr("pk").begins_with(f"{check_name('log', log)}#")
-        if after:
+        if check_version("after", after):
             condition = condition & Attr("sk").gt(after)
         kwargs: dict[str, Any] = {"FilterExpression": condition, "ConsistentRead": True}
         items: list[LogItem] = []

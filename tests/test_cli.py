@@ -296,3 +296,171 @@ def test_generate_finishes_users_an_interrupted_run_left_part_written(where, sto
     assert (again["users"], again["events"], again["skipped_users"]) == (1, 2, 2)
     assert store.versions("users", id) == [1, 2, 3, 4]
     assert kept <= {(i.version, i.type) for i in store.read("users", id)}
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def run_raw(*args: str | bytes, stdin: bytes = b"", env: dict | None = None):
+    """`run` with bytes where a user's shell may pass them: argv items that are not UTF-8
+    (Python turns them into lone surrogates) and arbitrary bytes on stdin."""
+    result = subprocess.run(
+        [str(BRIDGE), *args],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "AWS_MAX_ATTEMPTS": "1", **(env or {})},
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode("utf-8", "replace")
+
+
+def one_line_exit_2(code: int, stderr: str) -> str:
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("error: "), stderr
+    assert code == 2, stderr
+    return stderr.strip()
+
+
+def deep_json(depth: int) -> bytes:
+    return b'{"id": "9", "n": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize(
+    ("payload", "stdin", "file", "message"),
+    [
+        # the issue's own: a byte that is not UTF-8, on stdin and in argv
+        ("-", b'{"id":"9","n":"\xff"}', None, "--payload - (standard input): byte 0xff at"),
+        (b'{"id":"9","n":"\xff"}', b"", None, "--payload: byte 0xff at position 15"),
+        # the JSON escape of a lone surrogate, from a file, from stdin
+        ("@", b"", b'{"id": "9", "n": "\\ud800"}', "lone surrogate \\ud800 at position 0"),
+        ("-", b'{"id": "9", "\\udcff": 1}', None, "in the key"),
+        ("@", b"", b'{"id": "9", "n": "\xc3"}', "byte 0xc3 at position 18 is not UTF-8"),
+        # nested far deeper than json can recurse: from a file, stdin, argv (128 KB cap)
+        ("@", b"", deep_json(100_000), "--payload: nested more than 31 levels deep"),
+        ("-", deep_json(100_000), None, "--payload: nested more than 31 levels deep"),
+        (deep_json(50_000), b"", None, "--payload: nested more than 31 levels deep"),
+        ("-", deep_json(32), None, "--payload: nested more than 31 levels deep"),  # DynamoDB's 32
+        ("@", b"", b"{" * 5_000_000, "--payload @"),  # read up to a cap, not to the end
+    ],
+)
+def test_payload_that_cannot_be_stored_is_one_line_and_writes_nothing(
+    where, store, tmp_path, payload, stdin, file, message
+):
+    if file is not None:
+        path = tmp_path / "payload.json"
+        path.write_bytes(file)
+        payload = f"@{path}"
+    code, _, stderr = run_raw(
+        "append", "users", "9", "x", "--payload", payload, *where, stdin=stdin
+    )
+    assert message in one_line_exit_2(code, stderr)
+    assert store.table.scan()["Items"] == []
+
+
+def test_payload_within_the_limits_is_written(where, store, tmp_path):
+    """The same paths still carry what can be stored: 31 levels, UTF-8, a surrogate pair."""
+    ok = run_raw(
+        "append", "users", "9", "x", "--payload", "-", *where, stdin=deep_json(30)
+    )  # 30 lists inside the payload map: 31 levels
+    assert ok[0] == 0, ok[2]
+    path = tmp_path / "p.json"
+    path.write_bytes('{"id": "9", "n": "caf\u00e9 \\ud83d\\ude00"}'.encode())
+    assert run_raw("append", "users", "9", "y", "--payload", f"@{path}", *where)[0] == 0
+    assert [item.payload.get("n") for item in store.read("users", "9")][1] == "café 😀"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("append", "users", "9", "x", "--payload", '{"id": "9"}', "--expected-version"),
+            "--expected-version has 39 digits; DynamoDB numbers hold 38 at most",
+        ),
+        (
+            ("query", "users", "9", "--after"),
+            "--after has 39 digits; DynamoDB numbers hold 38 at most",
+        ),
+        (("query", "users", "--after"), "--after has 39 digits; DynamoDB numbers hold 38 at most"),
+    ],
+)
+def test_versions_beyond_38_digits_are_one_line(where, store, args, message):
+    code, _, stderr = run_raw(*args, "1" + "0" * 38, *where)
+    assert one_line_exit_2(code, stderr) == f"error: {message}"
+    assert store.table.scan()["Items"] == []
+
+
+def test_the_last_version_dynamodb_can_number(where, store):
+    top = "9" * 38
+    code, _, stderr = run_raw(
+        "append", "users", "9", "x", "--payload", '{"id": "9"}', "--expected-version", top, *where
+    )
+    assert "has 39 digits; DynamoDB numbers hold 38 at most" in one_line_exit_2(code, stderr)
+    code, _, stderr = run_raw("query", "users", "9", "--after", top, *where)
+    assert (code, stderr.strip()) == (0, f"no events in users#9 after version {top}")
+    assert store.table.scan()["Items"] == []
+
+
+BAD_URLS = [
+    "http://127.0.0.1:99999",
+    "http://127.0.0.1:-1",
+    "http://127.0.0.1:port",
+    "http://[::1",
+    "http://exa mple.com",
+    "http://127.0.0.1:8000/?q=1",
+    b"http://\xff:8000",
+]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("tables", "create"),
+        ("append", "users", "1", "t", "--payload", '{"id": "1"}'),
+        ("query", "users"),
+        ("generate", "--users", "1"),
+        ("failures", "list"),
+        ("failures", "retry", "3f"),
+    ],
+)
+def test_bad_endpoint_urls_are_one_line_for_every_command(command, url):
+    code, _, stderr = run_raw(*command, "--endpoint-url", url)
+    assert "--endpoint-url " in one_line_exit_2(code, stderr)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("failures", "retry", "3f", "--lambda-endpoint-url", "http://127.0.0.1:99999"),
+        ("offline", "--dynamodb-endpoint", "http://127.0.0.1:99999"),
+        ("clean", "--dynamodb-endpoint", "http://127.0.0.1:99999", "--yes"),
+        ("query", "users", "--region", "us east 1"),
+        ("query", "users", "--region", b"eu\xff"),
+        ("query", "users", "--profile", b"dev\xff"),
+        ("query", b"us\xffers"),
+        ("query", "users", b"\xff"),
+        ("append", b"\xff", "1", "t", "--payload", '{"id": "1"}'),
+        ("append", "users", "1", b"sign\xffup", "--payload", '{"id": "1"}'),
+        ("failures", "retry", b"3f\xff"),
+    ],
+)
+def test_other_bad_options_and_arguments_are_one_line(args, tmp_path):
+    code, _, stderr = run_raw(*args, env={"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9"})
+    line = one_line_exit_2(code, stderr)
+    assert "99999" in line or "is not UTF-8" in line or "region name" in line
+    assert not (tmp_path / "db").exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:99999"),
+        ("AWS_ENDPOINT_URL", "localhost:8000"),  # no scheme: a common slip
+        ("AWS_REGION", "us east"),
+    ],
+)
+def test_bad_environment_is_named_in_one_line(variable, value):
+    env = {"AWS_ENDPOINT_URL_DYNAMODB": "", variable: value}
+    code, _, stderr = run_raw("query", "users", env=env)
+    assert f"${variable}" in one_line_exit_2(code, stderr)

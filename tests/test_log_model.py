@@ -7,10 +7,14 @@ import pytest
 from bridge.core.errors import ValidationError
 from bridge.core.log import (
     MAX_ITEM_BYTES,
+    MAX_PAYLOAD_DEPTH,
+    MAX_VERSION,
     LogItem,
+    check_version,
     from_dynamo,
     item_size,
     parse_stream_key,
+    parse_version,
     stream_key,
     to_dynamo,
 )
@@ -116,3 +120,79 @@ def test_binary_values_read_back_as_base64_text():
         }
     )
     assert item.payload == {"id": "1", "avatar": "AAEC"}
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def deep_payload(depth: int) -> dict:
+    """A payload whose maps and lists nest ``depth`` deep, the payload itself included."""
+    value: object = "leaf"
+    for _ in range(depth - 1):
+        value = [value]
+    return {"id": "1", "deep": value}
+
+
+@pytest.mark.parametrize(
+    ("log", "id", "type", "payload", "message"),
+    [
+        ("us\udcffers", "1", "t", {"id": "1"}, "log: byte 0xff at position 2 is not UTF-8"),
+        ("users", "\ud800", "t", {"id": "\ud800"}, "id: lone surrogate \\ud800 at position 0"),
+        ("users", "1", "t\udcff", {"id": "1"}, "type: byte 0xff at position 1 is not UTF-8"),
+        ("users", "1", "t", {"id": "1", "n": "\ud800"}, "payload: lone surrogate \\ud800"),
+        ("users", "1", "t", {"id": "1", "\ud800": 1}, "payload: lone surrogate \\ud800"),
+        ("users", "1", "t", {"id": "1", "l": [{"x": "\udcff"}]}, "(at l[0].x)"),
+    ],
+)
+def test_text_utf8_cannot_carry_is_refused_before_any_write(log, id, type, payload, message):
+    with pytest.raises(ValidationError) as error:
+        LogItem(log, id, 1, type, payload).to_item()
+    assert message in str(error.value)
+
+
+def test_payload_nesting_stops_at_dynamodbs_32_levels():
+    assert LogItem("users", "1", 1, "t", deep_payload(MAX_PAYLOAD_DEPTH)).to_item()
+    with pytest.raises(ValidationError, match="^payload: nested more than 31 levels deep$"):
+        LogItem("users", "1", 1, "t", deep_payload(MAX_PAYLOAD_DEPTH + 1)).to_item()
+    # far deeper than the stack: refused by the walk, not by a RecursionError
+    with pytest.raises(ValidationError, match="nested more than 31"):
+        LogItem("users", "1", 1, "t", deep_payload(100_000)).to_item()
+
+
+def test_versions_hold_38_digits():
+    assert LogItem("users", "1", MAX_VERSION, "t", {"id": "1"}).to_item()["sk"] == MAX_VERSION
+    with pytest.raises(ValidationError, match="has 39 digits; DynamoDB numbers hold 38 at most"):
+        LogItem("users", "1", MAX_VERSION + 1, "t", {"id": "1"}).to_item()
+    assert check_version("after", MAX_VERSION) == MAX_VERSION
+    for bad, message in [
+        (MAX_VERSION + 1, "after has 39 digits"),
+        (-1, "after must be >= 0"),
+        (True, "after must be a whole number"),
+        (1.0, "after must be a whole number"),
+    ]:
+        with pytest.raises(ValidationError, match=message):
+            check_version("after", bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0", 0), ("007", 7), (" 12 ", 12), ("9" * 38, MAX_VERSION), ("0" * 50 + "1", 1)],
+)
+def test_parse_version_reads_digits(text, expected):
+    assert parse_version("--after", text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1" + "0" * 38, "--after has 39 digits; DynamoDB numbers hold 38 at most"),
+        ("9" * 100_000, "--after has 100000 digits"),  # no int() of it (Python caps at 4300)
+        ("-1", "--after must be a whole number >= 0, got '-1'"),
+        ("1e3", "--after must be a whole number >= 0"),
+        ("٣", "--after must be a whole number >= 0"),  # int() would take Arabic-Indic digits
+        ("", "--after must be a whole number >= 0"),
+    ],
+)
+def test_parse_version_refuses_in_one_line(text, message):
+    with pytest.raises(ValidationError, match=message):
+        parse_version("--after", text)

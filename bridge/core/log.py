@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from bridge.core.errors import ValidationError
+from bridge.core.inputs import check_document, check_text
 
 STREAM_SUFFIX = "#stream"
 MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item size limit
 MAX_NAME_LENGTH = 256  # log, id and type: keys and event fields, not documents
+# A version is the sort key, a DynamoDB number: 38 digits at most. boto3 counts every
+# digit of an int (10**38 has 39 and fails with decimal.Inexact), so this is the top.
+MAX_VERSION = 10**38 - 1
+# DynamoDB nests 32 levels, the top-level attribute (``payload``) being level 1 and a
+# value inside the deepest map or list a level of its own: 31 maps/lists in all.
+MAX_PAYLOAD_DEPTH = 31
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def stream_key(log: str, id: str) -> str:
@@ -33,12 +42,42 @@ def parse_stream_key(pk: str) -> tuple[str, str]:
 
 
 def check_name(kind: str, value: object) -> str:
-    """Log names and ids become parts of ``pk``, so they can hold no ``#``."""
+    """Log names and ids become parts of ``pk``, so they can hold no ``#`` (and, like
+    all stored text, nothing UTF-8 cannot carry)."""
     if not isinstance(value, str) or not value:
         raise ValidationError(f"{kind} must be a non-empty string")
+    check_text(kind, value)
     if "#" in value:
         raise ValidationError(f"{kind} {value!r} must not contain '#'")
     return value
+
+
+def check_version(kind: str, value: object) -> int:
+    """A version given by a caller (``expected_version``, ``after``): a whole number
+    from 0 to :data:`MAX_VERSION`, refused here rather than by boto3's ``Inexact``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{kind} must be a whole number, got {value!r}")
+    if value < 0:
+        raise ValidationError(f"{kind} must be >= 0, got {value}")
+    if value > MAX_VERSION:
+        raise ValidationError(
+            f"{kind} has {len(str(value))} digits; DynamoDB numbers hold 38 at most"
+        )
+    return value
+
+
+def parse_version(kind: str, text: str) -> int:
+    """A version as typed (decimal digits), checked by :func:`check_version`. Digits are
+    counted before ``int()`` so a huge number is refused, not converted."""
+    digits = text.strip()
+    if not _DIGITS.fullmatch(digits):
+        raise ValidationError(f"{kind} must be a whole number >= 0, got {text!r}")
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(MAX_VERSION)):
+        raise ValidationError(
+            f"{kind} has {len(significant)} digits; DynamoDB numbers hold 38 at most"
+        )
+    return check_version(kind, int(significant))
 
 
 def to_dynamo(value: Any) -> Any:
@@ -132,6 +171,7 @@ class LogItem:
         check_name("id", self.id)
         if not isinstance(self.type, str) or not self.type:
             raise ValidationError("type must be a non-empty string")
+        check_text("type", self.type)
         for kind, name in (("log", self.log), ("id", self.id), ("type", self.type)):
             if len(name) > MAX_NAME_LENGTH:
                 # Names travel in every event; the 10 KB partial rule cuts the payload only.
@@ -140,8 +180,15 @@ class LogItem:
                 )
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             raise ValidationError(f"version must be an integer >= 1, got {self.version!r}")
+        if self.version > MAX_VERSION:
+            raise ValidationError(
+                f"version {self.version} has {len(str(self.version))} digits; "
+                "DynamoDB numbers hold 38 at most"
+            )
         if not isinstance(self.payload, dict):
             raise ValidationError("payload must be a JSON object")
+        # Before anything walks it recursively (to_dynamo, item_size, boto3).
+        check_document("payload", self.payload, MAX_PAYLOAD_DEPTH)
         if "id" not in self.payload:
             raise ValidationError("payload must contain 'id'")
         if not isinstance(self.payload["id"], str):
