@@ -28,9 +28,10 @@ from botocore.exceptions import ClientError
 from bridge import archive
 from bridge.archive import ArchiveWriter
 from bridge.core.errors import BridgeError
+from bridge.core.events import MAX_DETAIL_DEPTH
 from bridge.core.subscriptions import parse
 from bridge.offline.bus import Bus, rules_from
-from bridge.offline.events_api import EventsServer
+from bridge.offline.events_api import JSON_11, EventsServer
 from bridge.offline.runtime import FunctionRuntime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -452,3 +453,228 @@ async def test_end_to_end_with_the_function_runtime(tmp_path: Path) -> None:
     finally:
         await server.stop()
         await runtime.stop()
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def detail_nested(depth: int) -> str:
+    """A log event's Detail whose containers nest ``depth`` deep, the detail included."""
+    return '{"log": "users", "x": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+
+async def flushed(local: Local) -> int:
+    """What the archive holds once flushed; a dead writer fails here instead of hanging."""
+    await asyncio.wait_for(local.writer.flush(), timeout=30)
+    return archive.count(local.writer.path)
+
+
+async def test_text_utf8_cannot_carry_fails_only_its_entry(
+    local: Local, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Accepted, such an event would reach the archive, whose SQLite writer could not
+    encode it and died: nothing archived after it, DescribeArchive and shutdown hung."""
+    events = local.client()
+    good = entry("users")
+    response = await call(
+        events.put_events,
+        Entries=[
+            {**good, "Detail": '{"log": "users", "x": "\\ud800"}'},  # the issue's escape
+            {**good, "Detail": '{"log": "users", "\\udcff": 1}'},  # in a key
+            {**good, "Detail": '{"log": "users", "x": "\ud800"}'},  # the character itself
+            {**good, "Source": "app\ud800"},
+            {**good, "DetailType": "t\udcff"},
+            {**good, "Resources": ["arn:aws:s3:::ok", "arn:\ud800"]},
+            good,
+        ],
+    )
+    results = response["Entries"]
+    assert [r.get("ErrorCode") for r in results] == [
+        *["MalformedDetail"] * 3,
+        *["InvalidArgument"] * 3,
+        None,
+    ]
+    assert response["FailedEntryCount"] == 6
+    assert results[0]["ErrorMessage"] == "Detail is malformed."
+    assert results[3]["ErrorMessage"] == (
+        "Parameter Source is not valid. Reason: lone surrogate \\ud800 at position 3 is not "
+        "text UTF-8 can carry."
+    )
+    assert results[5]["ErrorMessage"].startswith("Parameter Resources is not valid.")
+    assert [event["id"] for _, event in local.deliver.calls] == [results[6]["EventId"]]
+    assert await flushed(local) == 1
+    # the archive writer is alive: it answers and keeps archiving
+    described = await call(events.describe_archive, ArchiveName="dynamodb-logs-archive")
+    assert described["EventCount"] == 1
+    await call(events.put_events, Entries=[entry("users", 2)])
+    assert await flushed(local) == 2
+    assert len(bad_lines(caplog)) == 1  # one line for the request
+
+
+async def test_the_issues_aws_cli_command_fails_its_entry(local: Local, tmp_path: Path) -> None:
+    # the shell text of the issue's `--entries '[...]'`, as the CLI receives it
+    entries = (
+        '[{"Source":"app","DetailType":"t","Detail":"{\\"x\\":\\"\\\\ud800\\"}",'
+        '"EventBusName":"dynamodb-log"}]'
+    )
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "aws"),
+        "events",
+        "put-events",
+        "--endpoint-url",
+        local.server.url,
+        "--entries",
+        entries,
+        "--output",
+        "json",
+        env={
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, err.decode()
+    response = json.loads(out)
+    assert response["FailedEntryCount"] == 1
+    assert response["Entries"] == [
+        {"ErrorCode": "MalformedDetail", "ErrorMessage": "Detail is malformed."}
+    ]
+    assert local.deliver.calls == []
+    assert await flushed(local) == 0
+
+
+async def test_deeply_nested_detail_fails_only_its_entry(
+    local: Local, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = local.client()
+    good = entry("users")
+    response = await call(
+        events.put_events,
+        Entries=[
+            {**good, "Detail": detail_nested(5000)},  # was HTTP 500 InternalException
+            {**good, "Detail": detail_nested(MAX_DETAIL_DEPTH + 1)},
+            {**good, "Detail": detail_nested(MAX_DETAIL_DEPTH)},  # the limit itself passes
+            good,
+        ],
+    )
+    results = response["Entries"]
+    assert [r.get("ErrorCode") for r in results] == [
+        "MalformedDetail",
+        "MalformedDetail",
+        None,
+        None,
+    ]
+    assert [event["id"] for _, event in local.deliver.calls] == [
+        results[2]["EventId"],
+        results[3]["EventId"],
+    ]
+    assert local.deliver.calls[0][1]["detail"] == json.loads(detail_nested(MAX_DETAIL_DEPTH))
+    assert await flushed(local) == 2
+    assert not [line for line in bad_lines(caplog) if "InternalException" in line]
+
+
+async def test_bodies_too_deep_or_not_utf8_are_refused_whole(
+    local: Local, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {"X-Amz-Target": "AWSEvents.PutEvents", "Content-Type": JSON_11}
+    async with aiohttp.ClientSession() as http:
+        for body, reason in [
+            (b'{"Entries": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested more than 100 levels"),
+            (b'{"Entries": [], "x": ' + b"[" * 200 + b"]" * 200 + b"}", "nested more than 100"),
+            (b'{"Entries": [{"Source": "a' + b"\xed\xa0\x80" + b'"}]}', "utf-8"),
+        ]:
+            async with http.post(local.server.url, data=body, headers=headers) as reply:
+                assert reply.status == 400
+                error = await reply.json(content_type=None)
+            assert error["__type"] == "SerializationException"
+            assert reason in error["message"]
+    assert len(bad_lines(caplog)) == 3
+    assert local.bus.accepted == 0
+
+
+class Lines(logging.Handler):
+    """The records of a logger as they come, and a wait for the next one (the server
+    logs on the test's loop, after the client has already seen the connection end)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.arrived = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.arrived.set()
+
+    async def first(self) -> logging.LogRecord:
+        while not self.records:
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), timeout=30)
+        return self.records[0]
+
+
+HEAD = (
+    b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: AWSEvents.PutEvents\r\n"
+    b"Content-Type: application/x-amz-json-1.1\r\n"
+)
+
+
+async def exchange(port: int, data: bytes) -> bytes:
+    """Send raw bytes, close our side, read what comes back until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    writer.write_eof()
+    try:
+        return await asyncio.wait_for(reader.read(), timeout=30)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "reply_start", "line"),
+    [
+        # a body cut short of its Content-Length, and a chunked body cut short
+        (HEAD + b"Content-Length: 100\r\n\r\n" + b'{"Entries": [', b"", "body ended before"),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n10\r\nabc", b"", "body ended before"),
+        # malformed HTTP: aiohttp's own 400 (or the end, the client having closed)
+        (HEAD + b"X-Big: " + b"a" * 20_000 + b"\r\n\r\n", b"", "Got more than 8190 bytes"),
+        (HEAD + b"X-A: 1\r\n" * 200 + b"\r\n", b"", "Too many headers"),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", b"", "Invalid character in chunk"),
+        (HEAD + b"Content-Length: abc\r\n\r\n{}", b"", "Invalid character in Content-Length"),
+    ],
+)
+async def test_malformed_http_is_one_line_and_no_traceback(
+    local: Local, request_bytes: bytes, reply_start: bytes, line: str
+) -> None:
+    lines = Lines()
+    watched = [logging.getLogger(name) for name in (LOGGER, "aiohttp")]
+    for logger in watched:
+        logger.addHandler(lines)
+    try:
+        reply = await exchange(local.server.port, request_bytes)
+        record = await lines.first()
+        assert reply.startswith(reply_start)
+        assert record.name == LOGGER and record.levelno == logging.WARNING
+        assert line in record.getMessage() and "\n" not in record.getMessage()
+        assert record.exc_info is None  # no traceback
+        # the server goes on answering, and logged nothing else meanwhile
+        assert (await call(local.client().list_event_buses))["EventBuses"]
+        assert lines.records == [record]
+    finally:
+        for logger in watched:
+            logger.removeHandler(lines)
+
+
+async def test_an_oversized_header_gets_a_400_while_the_client_listens(local: Local) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", local.server.port)
+    writer.write(HEAD + b"X-Big: " + b"a" * 20_000 + b"\r\nContent-Length: 2\r\n\r\n{}")
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(), timeout=30)  # then the server closes
+    writer.close()
+    assert reply.split(b"\r\n", 1)[0] in (b"HTTP/1.0 400 Bad Request", b"HTTP/1.1 400 Bad Request")

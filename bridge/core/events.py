@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.core.errors import ValidationError
+from bridge.core.inputs import parse_json, text_problem
 from bridge.core.log import LogItem, from_dynamo
 from bridge.core.names import BUS_NAME, DEFAULT_REGION, LOCAL_ACCOUNT
 
@@ -21,6 +23,11 @@ DETAIL_TYPE = "stream changes"
 MAX_DETAIL_BYTES = 10_240
 MAX_ENTRIES_PER_PUT = 10
 MAX_PUT_BYTES = 256 * 1024
+# EventBridge documents no nesting limit for Detail; the local bus sets one. 100 is
+# three times what a log event reaches (a payload DynamoDB stores nests 31 deep, the
+# detail adds 1) and well inside what the Python that handles every event recurses
+# through (json, copy.deepcopy, the pattern matcher: ~1,000 frames, 2 per level).
+MAX_DETAIL_DEPTH = 100
 
 
 def compact_json(value: Any) -> str:
@@ -62,15 +69,44 @@ def entry_for(item: LogItem, bus_name: str = BUS_NAME) -> dict[str, Any]:
 
 
 def entry_size(entry: dict[str, Any]) -> int:
-    """PutEvents entry size as AWS counts it (Time 14 bytes + the UTF-8 fields)."""
+    """PutEvents entry size as AWS counts it (Time 14 bytes + the UTF-8 fields).
+
+    A lone surrogate counts the 3 bytes it would take: such an entry is refused on
+    its own (:func:`entry_problem`), not by the request-wide size check failing."""
     size = 14 if entry.get("Time") is not None else 0
     for field in ("Source", "DetailType", "Detail"):
         value = entry.get(field)
         if value:
-            size += len(value.encode())
+            size += len(value.encode("utf-8", "surrogatepass"))
     for resource in entry.get("Resources") or []:
-        size += len(resource.encode())
+        size += len(resource.encode("utf-8", "surrogatepass"))
     return size
+
+
+def parse_detail(text: str) -> Any:
+    """A PutEvents entry's ``Detail`` parsed, or None when it is malformed: not JSON,
+    nested deeper than :data:`MAX_DETAIL_DEPTH`, or holding text UTF-8 cannot carry
+    (a ``\\ud800`` escape), which no archive, wire or handler could take (AWS's
+    ``MalformedDetail`` all three)."""
+    try:
+        return parse_json("Detail", text, MAX_DETAIL_DEPTH)
+    except ValidationError:
+        return None
+
+
+def entry_problem(entry: dict[str, Any]) -> tuple[str, str] | None:
+    """``(ErrorCode, ErrorMessage)`` for an entry whose text fields hold text UTF-8
+    cannot carry (AWS: ``InvalidArgument``, "a specified parameter is not valid"), else
+    None. Fields of the wrong type are left to the type checks."""
+    fields = [(name, entry.get(name)) for name in ("Source", "DetailType", "EventBusName")]
+    resources = entry.get("Resources")
+    if isinstance(resources, list):
+        fields += [("Resources", resource) for resource in resources]
+    for name, value in fields:
+        problem = text_problem(value) if isinstance(value, str) else None
+        if problem is not None:
+            return "InvalidArgument", f"Parameter {name} is not valid. Reason: {problem}."
+    return None
 
 
 def batches(

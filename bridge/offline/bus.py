@@ -36,7 +36,14 @@ from typing import TYPE_CHECKING, Any
 from bridge import archive as archive_file
 from bridge.archive import ArchiveWriter
 from bridge.core.errors import BridgeError, ValidationError
-from bridge.core.events import MAX_ENTRIES_PER_PUT, MAX_PUT_BYTES, entry_size, envelope
+from bridge.core.events import (
+    MAX_ENTRIES_PER_PUT,
+    MAX_PUT_BYTES,
+    entry_problem,
+    entry_size,
+    envelope,
+    parse_detail,
+)
 from bridge.core.names import (
     ARCHIVE_NAME,
     BUS_NAME,
@@ -214,14 +221,10 @@ def _required(field_name: str) -> dict[str, str]:
 
 
 def _detail_of(entry: Any) -> Any:
-    """An entry's ``Detail`` parsed, or None when it is missing or not JSON."""
+    """An entry's ``Detail`` parsed, or None when it is missing or malformed (see
+    :func:`bridge.core.events.parse_detail`: not JSON, too deep, not UTF-8)."""
     text = entry.get("Detail") if isinstance(entry, dict) else None
-    if not isinstance(text, str):
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
+    return parse_detail(text) if isinstance(text, str) else None
 
 
 def _as_time(value: Any) -> datetime | None:
@@ -389,6 +392,8 @@ class Bus:
             value = entry.get(name)
             if not value or not isinstance(value, str):
                 return _required(name)
+        if (problem := entry_problem(entry)) is not None:  # text UTF-8 cannot carry
+            return _entry_error(*problem)
         if not isinstance(detail, dict):
             return _entry_error("MalformedDetail", "Detail is malformed.")
         if entry["Source"].startswith("aws."):

@@ -16,22 +16,41 @@ Requests are **not** authenticated: any credentials, any signature, or none at a
 are accepted. The endpoint listens on 127.0.0.1 by default and is for one developer's
 machine only. Every refused request is logged as one line on
 ``bridge.offline.events``; a bad request never stops the server.
+
+What a request may hold, beyond AWS's own limits:
+
+* Bodies (EventBridge and Invoke) nest at most :data:`MAX_BODY_DEPTH` (100) levels,
+  and so does an entry's ``Detail`` (``bridge.core.events.MAX_DETAIL_DEPTH``; deeper
+  fails that entry alone with ``MalformedDetail``). AWS documents no such limit; the
+  local one keeps every event within what the Python handling it can recurse through.
+* Text UTF-8 cannot carry (a lone surrogate, e.g. the escape ``"\\ud800"``) fails the
+  entry it is in: ``MalformedDetail`` in ``Detail``, ``InvalidArgument`` in ``Source``,
+  ``DetailType``, ``Resources`` or ``EventBusName``. It would be accepted and then lost
+  otherwise: the SQLite archive, DynamoDB and every wire store UTF-8. An Invoke payload
+  holding such text is refused (``InvalidRequestContentException``).
+* A malformed HTTP request (a header over 8,190 bytes, a body cut short of its
+  ``Content-Length``) gets aiohttp's 400, or the connection simply ends when the client
+  has gone; either way one warning line, never a traceback (``-v`` adds it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bridge import archive as archive_file
 from bridge.core.errors import BridgeError
+from bridge.core.events import MAX_DETAIL_DEPTH
 from bridge.core.failure import EXECUTED_VERSION
+from bridge.core.inputs import document_problem, may_hold_surrogates
 from bridge.offline.bus import Bus, EventsError
 from bridge.offline.ports import listen
 
@@ -46,6 +65,9 @@ DEFAULT_PORT = 4010
 MAX_BODY = 8 * 1024 * 1024  # above any legal request; bigger bodies get 413 like AWS
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024  # Lambda: RequestResponse payload limit
 MAX_ASYNC_PAYLOAD = 256 * 1024  # Lambda: Event payload limit
+# How deep a request body may nest: a PutEvents body is 3 deep (Details are strings);
+# an Invoke body is the event itself, held to the same limit as a bus event's detail.
+MAX_BODY_DEPTH = MAX_DETAIL_DEPTH
 INVOKE_PATH = "/2015-03-31/functions/{name}/invocations"
 
 Params = dict[str, Any]
@@ -77,6 +99,29 @@ def _error(code: str, message: str, status: int = 400) -> web.Response:
 
 def _serialization(message: str) -> EventsError:
     return EventsError("SerializationException", message)
+
+
+def _parse_body(body: bytes, *, text: bool = False) -> Any:
+    """A request body's JSON, or ValueError saying why not: not UTF-8, not JSON, or
+    nested deeper than :data:`MAX_BODY_DEPTH` (``json`` itself would raise
+    RecursionError past the stack, and the bus would meet the depth again). With
+    ``text``, strings holding lone surrogates are refused too.
+
+    Decoded strictly first: ``json.loads(bytes)`` decodes with ``surrogatepass`` and
+    would turn UTF-8-encoded surrogates (ED A0 80) into lone surrogates."""
+    decoded = body.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    if not decoded.strip():
+        return {}
+    try:
+        value = json.loads(decoded)
+    except RecursionError:
+        raise ValueError(f"nested more than {MAX_BODY_DEPTH} levels deep") from None
+    text = text and may_hold_surrogates(decoded)
+    if text or decoded.count("{") + decoded.count("[") > MAX_BODY_DEPTH:  # else no fault
+        problem = document_problem(value, MAX_BODY_DEPTH, text=text)
+        if problem is not None:
+            raise ValueError(problem)
+    return value
 
 
 def _field(params: Params, name: str, kind: type | tuple[type, ...], required: bool = False) -> Any:
@@ -245,12 +290,22 @@ def _bus(request: web.Request) -> Bus:
     return request.app[BUS_KEY]
 
 
-async def _read(request: web.Request) -> bytes | web.Response:
+async def _read(
+    request: web.Request, cut_short: Callable[[str], web.Response]
+) -> bytes | web.Response:
+    """The whole body, or the response that refuses it: 413 over :data:`MAX_BODY`;
+    ``cut_short(reason)`` when it ends before its length (the client closed, or the
+    chunked encoding broke). Usually nobody is left to read that 400, but the refusal
+    is one line in the log, not aiohttp's traceback of a handler that raised."""
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         logger.warning("%s %s: request body over %d bytes", request.method, request.path, MAX_BODY)
         return web.Response(status=413, headers={"x-amzn-RequestId": str(uuid.uuid4())})
+    except (ConnectionError, HttpProcessingError, ClientPayloadError) as error:
+        reason = f"the request body ended before it was complete ({_one_line(error)})"
+        logger.warning("%s %s: %s", request.method, request.path, reason)
+        return cut_short(reason)
 
 
 async def handle_events(request: web.Request) -> web.Response:
@@ -261,14 +316,14 @@ async def handle_events(request: web.Request) -> web.Response:
     if handler is None:
         logger.warning("unknown operation %r", target)
         return _error("UnknownOperationException", f"Unknown operation {target!r}")
-    body = await _read(request)
+    body = await _read(request, lambda reason: _error("SerializationException", reason))
     if isinstance(body, web.Response):
         return body
     try:
-        params = json.loads(body) if body.strip() else {}
+        params = _parse_body(body)
         if not isinstance(params, dict):
             raise ValueError("the body must be a JSON object")
-    except ValueError as error:  # UnicodeDecodeError is a ValueError too
+    except ValueError as error:
         logger.warning("%s: SerializationException: malformed JSON body: %s", operation, error)
         return _error("SerializationException", f"Malformed JSON body: {error}")
     try:
@@ -316,7 +371,9 @@ async def handle_invoke(request: web.Request) -> web.Response:
             f"Invalid invocation type {kind!r}: use RequestResponse, Event or DryRun",
             400,
         )
-    body = await _read(request)
+    body = await _read(
+        request, lambda reason: _lambda_error("InvalidRequestContentException", reason, 400)
+    )
     if isinstance(body, web.Response):
         return body
     limit = MAX_ASYNC_PAYLOAD if kind == "Event" else MAX_SYNC_PAYLOAD
@@ -328,7 +385,9 @@ async def handle_invoke(request: web.Request) -> web.Response:
             413,
         )
     try:
-        event = json.loads(body) if body.strip() else {}
+        # The event goes to a worker, maybe into an on_failure record in DynamoDB: text
+        # neither can carry is refused here rather than lost on the way.
+        event = _parse_body(body, text=True)
     except ValueError as error:
         logger.warning("Invoke %s: InvalidRequestContentException: %s", name, error)
         return _lambda_error(
@@ -361,6 +420,44 @@ async def handle_invoke(request: web.Request) -> web.Response:
 
 
 # --------------------------------------------------------------------------- app & server
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception as one short line (aiohttp's parser errors span several)."""
+    if isinstance(error, HttpProcessingError) and error.message:
+        text = f"HTTP {error.code}: {' '.join(error.message.split())}"
+    else:
+        text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+class ProtocolLog(logging.LoggerAdapter[logging.Logger]):
+    """The logger aiohttp's server writes to (``AppRunner(logger=...)``), for what
+    happens before or around a handler: a request line or header it cannot parse, a
+    client that hangs up. aiohttp logs each with ``logger.exception`` — a traceback
+    per malformed request. Here each is one line on our logger: a warning when the
+    client is at fault (``HttpProcessingError``, a lost connection), its own level
+    otherwise; the traceback only when debugging (``bridge offline -v``)."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        exc_info = kwargs.pop("exc_info", None)
+        if isinstance(exc_info, BaseException):
+            error: BaseException | None = exc_info
+        elif exc_info:
+            error = sys.exc_info()[1]
+        else:
+            error = None
+        if error is None:
+            self.logger.log(level, msg, *args, **kwargs)
+            return
+        if level > logging.WARNING and isinstance(
+            error, HttpProcessingError | ConnectionError | ClientPayloadError
+        ):
+            level = logging.WARNING  # the client's fault, as every refused request here
+        text = (str(msg) % args if args else str(msg)) + ": " + _one_line(error)
+        debugging = self.logger.isEnabledFor(logging.DEBUG)
+        self.logger.log(level, "%s", text, exc_info=error if debugging else None, **kwargs)
+
 
 BUS_KEY: web.AppKey[Bus] = web.AppKey("bus", Bus)
 RUNTIME_KEY: web.AppKey[Any] = web.AppKey("runtime", object)
@@ -412,7 +509,9 @@ class EventsServer:
 
     async def start(self) -> EventsServer:
         """Listen; a port already taken ends in :class:`BridgeError` naming it."""
-        runner = web.AppRunner(make_app(self.bus, self.runtime), access_log=None)
+        runner = web.AppRunner(
+            make_app(self.bus, self.runtime), access_log=None, logger=ProtocolLog(logger)
+        )
         await runner.setup()
         self.port = await listen(runner, self.host, self.port, "--events-port")
         self._runner = runner
