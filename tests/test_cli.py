@@ -301,7 +301,9 @@ def test_generate_finishes_users_an_interrupted_run_left_part_written(where, sto
 # --------------------------------------------------------------------------- bad input
 
 
-def run_raw(*args: str | bytes, stdin: bytes = b"", env: dict | None = None):
+def run_raw(
+    *args: str | bytes, stdin: bytes = b"", env: dict | None = None, cwd: Path | None = None
+):
     """`run` with bytes where a user's shell may pass them: argv items that are not UTF-8
     (Python turns them into lone surrogates) and arbitrary bytes on stdin."""
     result = subprocess.run(
@@ -310,6 +312,7 @@ def run_raw(*args: str | bytes, stdin: bytes = b"", env: dict | None = None):
         capture_output=True,
         timeout=120,
         env={**os.environ, "AWS_MAX_ATTEMPTS": "1", **(env or {})},
+        cwd=cwd,
     )
     return result.returncode, result.stdout.decode(), result.stderr.decode("utf-8", "replace")
 
@@ -446,10 +449,14 @@ def test_bad_endpoint_urls_are_one_line_for_every_command(command, url):
     ],
 )
 def test_other_bad_options_and_arguments_are_one_line(args, tmp_path):
-    code, _, stderr = run_raw(*args, env={"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9"})
+    (tmp_path / "db").write_bytes(b"local data")  # what offline and clean would touch
+    code, _, stderr = run_raw(
+        *args, env={"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9"}, cwd=tmp_path
+    )
     line = one_line_exit_2(code, stderr)
     assert "99999" in line or "is not UTF-8" in line or "region name" in line
-    assert not (tmp_path / "db").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["db"]  # nothing removed, nothing made
+    assert (tmp_path / "db").read_bytes() == b"local data"
 
 
 @pytest.mark.parametrize(
