@@ -15,7 +15,9 @@ in the cloud. So this gateway reproduces what those handlers can observe:
 * The ``@connections`` management API (POST / GET / DELETE) on the *same* port, so
   boto3's ``apigatewaymanagementapi`` client works with
   ``endpoint_url="http://HOST:PORT/{stage}"``, including ``GoneException`` (410).
-* Optional IAM (SigV4 pre-signed URL) authorization of ``$connect``.
+* Optional IAM (SigV4 pre-signed URL) authorization of ``$connect``, with any number of
+  key pairs, each standing for one principal (:class:`SigningKey`), reported in
+  ``requestContext.identity`` as API Gateway reports an IAM caller.
 
 Not reproduced: IAM policy evaluation and signing of the management API (requests to
 ``@connections`` are accepted unsigned), Lambda/JWT authorizers, request/response
@@ -30,10 +32,13 @@ management API); the ``websockets`` server cannot answer an HTTP POST.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import inspect
 import json
 import logging
+import re
 import secrets
 import string
 import time
@@ -41,6 +46,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -48,12 +54,12 @@ from aiohttp.http_websocket import WebSocketError
 
 from bridge.core import apigw
 from bridge.core.apigw import CONNECT, DEFAULT, DISCONNECT
-from bridge.core.errors import BridgeError
+from bridge.core.errors import BridgeError, ValidationError
 from bridge.core.failure import format_timestamp
 from bridge.core.names import DEFAULT_REGION, LOCAL_ACCOUNT
 from bridge.offline.frame_limit import FrameScanner
 from bridge.offline.ports import listen
-from bridge.offline.sigv4 import SignatureError, SignedCaller, strip_auth_params, verify_presigned
+from bridge.offline.sigv4 import SignatureError, strip_auth_params, verify_presigned
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +280,94 @@ class _GatewaySocket(web.WebSocketResponse):
                 proto.close()
 
 
+# -- who may sign $connect ------------------------------------------------------------
+
+#: IAM principals a key can stand for (what API Gateway reports as ``userArn``): a user,
+#: the account root, an assumed role's session (SSO) or a federated user.
+_PRINCIPAL_ARN = re.compile(
+    r"arn:(?P<partition>aws[a-z-]*):(?P<service>iam|sts)::(?P<account>\d{12}):"
+    r"(?P<resource>root|user/(?:[\w+=,.@-]+/)*[\w+=,.@-]+"
+    r"|assumed-role/(?:[\w+=,.@-]+/)*[\w+=,.@-]+/[\w+=,.@-]+|federated-user/[\w+=,.@-]+)"
+)
+_ACCESS_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")  # no "/": it would split the credential scope
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A key pair the gateway accepts on ``$connect``, and the principal it stands for.
+
+    Without ``principal_arn`` the key is an IAM user known only by its key, as
+    :meth:`apigw.IamCaller.for_access_key` describes (``user/{access key}`` in the local
+    account, its key as principal id). With one, ``caller``/``user`` are ids in AWS's
+    shapes derived from the ARN alone, so two keys of one principal report the same
+    principal (as in AWS, where an SSO refresh changes the key, never the principal).
+    """
+
+    access_key: str
+    secret_key: str
+    principal_arn: str | None = None
+
+    def caller(self) -> apigw.IamCaller:
+        """What ``requestContext.identity`` reports for a request this key signed."""
+        if self.principal_arn is None:
+            return apigw.IamCaller.for_access_key(self.access_key, LOCAL_ACCOUNT)
+        match = _PRINCIPAL_ARN.fullmatch(self.principal_arn)
+        if match is None:
+            raise ValidationError(f"not an IAM principal ARN: {self.principal_arn!r}")
+        return apigw.IamCaller(
+            access_key=self.access_key,
+            account_id=match["account"],
+            principal_id=_principal_id(match["account"], match["resource"], self.principal_arn),
+            user_arn=self.principal_arn,
+        )
+
+
+def _principal_id(account: str, resource: str, arn: str) -> str:
+    """A stable stand-in for the unique id AWS gives a principal, in AWS's shape for it
+    (``AIDA…`` for a user, ``AROA…:session`` for an assumed role, the account for root)."""
+    if resource == "root":
+        return account
+    kind, _, rest = resource.partition("/")
+    if kind == "federated-user":
+        return f"{account}:{rest}"
+    if kind == "assumed-role":
+        role, _, session = rest.rpartition("/")
+        return f"AROA{_digest(f'{account}:role/{role}')}:{session}"
+    return f"AIDA{_digest(arn)}"
+
+
+def _digest(text: str) -> str:
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:17]
+
+
+def parse_signing_key(text: str, option: str = "--iam-key") -> SigningKey:
+    """``KEY:SECRET[:PRINCIPAL_ARN]`` (an ARN holds colons itself: only the first two
+    split). Errors name the key, never the secret: the line may end up in a CI log."""
+    key, colon, rest = text.partition(":")
+    secret, _, arn = rest.partition(":")
+    shown = f"{option} {key}:…" if key and colon else option  # no ":": maybe all secret
+    if not colon or not _ACCESS_KEY.fullmatch(key):
+        raise ValidationError(
+            f"{shown}: expected KEY:SECRET[:PRINCIPAL_ARN], KEY of letters, digits, - and _"
+        )
+    if not secret or any(c.isspace() for c in secret):
+        raise ValidationError(f"{shown}: expected KEY:SECRET[:PRINCIPAL_ARN], a non-empty SECRET")
+    if arn and not _PRINCIPAL_ARN.fullmatch(arn):
+        raise ValidationError(
+            f"{shown}: {arn!r} is not an IAM principal ARN (arn:aws:iam::ACCOUNT:user/NAME, "
+            "…:root, arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION or …:federated-user/NAME)"
+        )
+    return SigningKey(key, secret, arn or None)
+
+
+def _credential_key(raw_query: str) -> str:
+    """The access key a pre-signed URL names (``X-Amz-Credential=KEY/…``), or ``""``."""
+    for name, value in parse_qsl(raw_query, keep_blank_values=True):
+        if name == "X-Amz-Credential":
+            return value.partition("/")[0]
+    return ""
+
+
 class Gateway:
     """One stage of a WebSocket API plus its ``@connections`` management API, on one port.
 
@@ -282,7 +376,11 @@ class Gateway:
     (no ``$connect`` route: everyone may connect; no ``$default``: unmatched messages get
     ``Forbidden``). Timeouts and size limits default to API Gateway's quotas and are
     parameters so tests can shrink them. With ``iam_auth`` the ``$connect`` URL must be
-    SigV4-signed with ``credentials`` (access key id, secret) for ``region``.
+    SigV4-signed for ``region`` with one of ``keys`` (or ``credentials``, an access key
+    id and secret standing for the IAM user of that key); the key's principal is the
+    caller every event of the connection reports. ``name`` and ``port_option`` say which
+    API this is in log lines and in a port-in-use error; ``api_id`` is what its events
+    carry as ``requestContext.apiId``.
     """
 
     def __init__(
@@ -297,15 +395,27 @@ class Gateway:
         max_connection_age: float = 7200.0,
         iam_auth: bool = False,
         credentials: tuple[str, str] | None = None,
+        keys: Iterable[SigningKey] = (),
         region: str = DEFAULT_REGION,
         max_message_bytes: int = 128 * 1024,
         max_frame_bytes: int = 32 * 1024,
         integration_timeout: float = 29.0,
+        name: str = "gateway",
+        port_option: str = "--ws-port",
+        api_id: str = API_ID,
     ) -> None:
         if not stage or "/" in stage:
             raise BridgeError(f"invalid stage name {stage!r}")
-        if iam_auth and credentials is None:
+        signing = [*([SigningKey(*credentials)] if credentials else []), *keys]
+        self._keys = {key.access_key: key for key in signing}
+        if len(self._keys) != len(signing):
+            raise BridgeError("two signing keys have the same access key id")
+        if iam_auth and not self._keys:
             raise BridgeError("iam_auth needs credentials (access key id, secret access key)")
+        self._callers = {key.access_key: key.caller() for key in signing}  # bad ARN: now
+        self.name = name
+        self.port_option = port_option
+        self.api_id = api_id
         self.stage = stage
         self.host = host
         self.region = region
@@ -318,7 +428,6 @@ class Gateway:
         self.max_frame_bytes = max_frame_bytes
         self.integration_timeout = integration_timeout
         self._invoke_fn = invoke
-        self._credentials = credentials
         self._requested_port = port
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -355,9 +464,9 @@ class Gateway:
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown_path)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        self._port = await listen(runner, self.host, self._requested_port, "--ws-port")
+        self._port = await listen(runner, self.host, self._requested_port, self.port_option)
         self._runner = runner
-        log.info("gateway listening on %s (stage %s)", self.url, self.stage)
+        log.info("%s listening on %s (stage %s)", self.name, self.url, self.stage)
 
     async def stop(self) -> None:
         """Close every socket (each runs ``$disconnect``), then the server."""
@@ -422,7 +531,7 @@ class Gateway:
         """Authorize, run ``$connect``, upgrade, then serve the connection until it closes."""
         if not web.WebSocketResponse().can_prepare(request).ok:
             return self._refuse(request, 426, "Upgrade Required", "not a WebSocket upgrade")
-        caller: SignedCaller | None = None
+        caller: apigw.IamCaller | None = None
         if self.iam_auth:
             try:
                 caller = self._verify_signature(request)
@@ -472,20 +581,27 @@ class Gateway:
         finally:
             await self._finish(conn)
 
-    def _verify_signature(self, request: web.Request) -> SignedCaller:
-        assert self._credentials is not None
-        access_key, secret_key = self._credentials
-        return verify_presigned(
+    def _verify_signature(self, request: web.Request) -> apigw.IamCaller:
+        """The principal of the key that signed the URL; SignatureError says why not.
+
+        The key is the one the URL names. A URL naming no key we know is checked against
+        any of ours, so that the verifier words every refusal (unsigned, unknown key).
+        """
+        raw_query = request.rel_url.raw_query_string
+        named = _credential_key(raw_query)
+        key = self._keys.get(named) or next(iter(self._keys.values()))
+        verify_presigned(
             method=request.method,
             raw_path=request.rel_url.raw_path,
-            raw_query=request.rel_url.raw_query_string,
+            raw_query=raw_query,
             headers=request.headers,
-            access_key=access_key,
-            secret_key=secret_key,
+            access_key=key.access_key,
+            secret_key=key.secret_key,
             region=self.region,
         )
+        return self._callers[key.access_key]
 
-    def _new_connection(self, request: web.Request, caller: SignedCaller | None) -> _Connection:
+    def _new_connection(self, request: web.Request, caller: apigw.IamCaller | None) -> _Connection:
         """Capture the upgrade request as API Gateway would pass it on (with X-Forwarded-*)."""
         peer = request.remote or "127.0.0.1"
         headers = list(request.headers.items())
@@ -501,14 +617,12 @@ class Gateway:
             connection_id=new_id(),
             stage=self.stage,
             domain_name=request.headers.get("Host") or f"{self.host}:{self.port}",
-            api_id=API_ID,
+            api_id=self.api_id,
             connected_at=time.time(),
             source_ip=peer,
             user_agent=request.headers.get("User-Agent"),
             headers=tuple(headers),
-            caller=None
-            if caller is None
-            else apigw.IamCaller.for_access_key(caller.access_key, LOCAL_ACCOUNT),
+            caller=caller,
         )
         return _Connection(info=info, last_active=info.connected_at)
 
@@ -785,6 +899,8 @@ __all__ = [
     "FrameHookError",
     "Gateway",
     "Invoke",
+    "SigningKey",
     "frame_hook",
     "new_id",
+    "parse_signing_key",
 ]
