@@ -428,6 +428,19 @@ def demo(users: int, seed: int, as_json: bool) -> None:
     help="WebSocket gateway and its @connections management API.",
 )
 @click.option(
+    "--bridge-port",
+    type=PORT,
+    default=3002,
+    show_default=True,
+    help="The bridge API (what `bridge connect` talks to) and its own @connections API.",
+)
+@click.option(
+    "--bridge/--no-bridge",
+    default=True,
+    show_default=True,
+    help="Serve the bridge API: its functions, its table and two rules on the bus.",
+)
+@click.option(
     "--dynamodb-endpoint",
     type=URL,
     help="Use this DynamoDB (e.g. DynamoDB Local) instead of the embedded one.",
@@ -481,7 +494,22 @@ def demo(users: int, seed: int, as_json: bool) -> None:
     help="Save the embedded tables after this many quiet seconds, "
     "so a crash loses little (0: save only at a clean stop).",
 )
-@click.option("--iam-auth", is_flag=True, help="Require SigV4-signed URLs on $connect.")
+@click.option(
+    "--iam-auth", is_flag=True, help="Require SigV4-signed URLs on $connect of --ws-port too."
+)
+@click.option(
+    "--iam-key",
+    "iam_keys",
+    multiple=True,
+    metavar="KEY:SECRET[:PRINCIPAL_ARN]",
+    help="Also accept $connect URLs signed with this key (repeatable); its principal "
+    "defaults to arn:aws:iam::000000000000:user/KEY. The key local/local always works.",
+)
+@click.option(
+    "--no-iam-auth",
+    is_flag=True,
+    help="Let the bridge API take unsigned connections (warned about at start).",
+)
 @click.option(
     "--ws-route",
     "ws_routes",
@@ -493,13 +521,19 @@ def demo(users: int, seed: int, as_json: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log everything, HTTP requests included.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings only (not every invocation).")
 def offline(
-    as_json: bool, verbose: bool, quiet: bool, ws_routes: tuple[str, ...], **options: Any
+    as_json: bool,
+    verbose: bool,
+    quiet: bool,
+    ws_routes: tuple[str, ...],
+    no_iam_auth: bool,
+    **options: Any,
 ) -> None:
     """Run the whole pipeline on this machine until Ctrl-C: no Docker, no AWS.
 
     \b
     DynamoDB → stream poller → publisher → EventBridge bus → your handlers
-    (retries, onFailure) and the SQLite archive, plus a WebSocket gateway.
+    (retries, onFailure) and the SQLite archive, plus a WebSocket gateway for
+    your own routes and the bridge API (--bridge-port; $connect SigV4-signed).
     Local data outlives a restart; `bridge clean` removes it.
 
     \b
@@ -519,6 +553,7 @@ def offline(
         if not sep or not route or not handler:
             raise ValidationError(f"--ws-route {text!r}: expected ROUTE=module.handler")
         routes[route] = handler
+    options["bridge_iam_auth"] = not no_iam_auth
     run_offline(options, routes, as_json=as_json, verbosity=verbose - quiet)
 
 
@@ -542,8 +577,9 @@ def clean(db: Path, dynamodb_endpoint: str | None, stage: str, yes: bool) -> Non
     """Remove the local cloud's data: tables, archived events, stream checkpoints.
 
     \b
-    The embedded endpoint's tables live in the SQLite file, so removing it removes
-    them; with --dynamodb-endpoint the stage's tables there are deleted too.
+    The embedded endpoint's tables (the bridge's too) live in the SQLite file, so
+    removing it removes them; with --dynamodb-endpoint the stage's tables there
+    (log, core and bridge) are deleted too.
     Refused while a `bridge offline` uses the file.
 
     \b

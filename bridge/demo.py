@@ -35,7 +35,7 @@ async def _demo(users: int, seed: int, progress: bool, db: Path) -> dict[str, An
     out = Console(quiet=not progress, soft_wrap=True)
     subscriptions = load(None)
     options = OfflineOptions(
-        dynamodb_port=0, events_port=0, ws_port=0, db=db, keep_tables=False
+        dynamodb_port=0, events_port=0, ws_port=0, bridge_port=0, db=db, keep_tables=False
     )  # all of it goes with the temporary folder
     cloud = LocalCloud(options, subscriptions, project_root(subscriptions))
     await cloud.start()

@@ -36,11 +36,12 @@ class OfflineProcess:
         self.args = args
         self.env = {**os.environ, **LOCAL_ENV, **(env or {})}
         self.ignore_hangup = ignore_hangup  # started as `nohup` starts it
-        self.ports = ports or {
-            "dynamodb": free_port(),
-            "events": free_port(),
-            "ws": free_port(),
-        }
+        self.ports = dict(
+            ports or {"dynamodb": free_port(), "events": free_port(), "ws": free_port()}
+        )
+        # The bridge API gets a free port of its own too, so that no run binds 3002
+        # (given ports without one: an older caller, or a run with --no-bridge).
+        self.ports.setdefault("bridge", free_port())
         self.process: subprocess.Popen | None = None
         # A file, not a pipe: an unread pipe fills up and blocks the process's logging.
         self.log = cwd / "offline.log"
@@ -49,6 +50,15 @@ class OfflineProcess:
     @property
     def dynamodb_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['dynamodb']}"
+
+    @property
+    def events_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['events']}"
+
+    @property
+    def bridge_url(self) -> str:
+        """The bridge API's WebSocket URL (the port is passed even with --no-bridge)."""
+        return f"ws://127.0.0.1:{self.ports['bridge']}/local"
 
     def start(self) -> OfflineProcess:
         self.process = subprocess.Popen(
@@ -62,6 +72,8 @@ class OfflineProcess:
                 str(self.ports["events"]),
                 "--ws-port",
                 str(self.ports["ws"]),
+                "--bridge-port",
+                str(self.ports["bridge"]),
                 *self.args,
             ],
             cwd=self.cwd,

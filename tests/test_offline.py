@@ -14,6 +14,7 @@ import pytest
 from offline_process import BRIDGE, LOCAL_ENV, OfflineProcess
 
 from bridge.archive import count, iter_events
+from bridge.core.names import BRIDGE_FUNCTIONS
 from bridge.offline.ports import free_port
 
 AWS = Path(sys.executable).with_name("aws")
@@ -63,6 +64,8 @@ def free_ports() -> list[str]:
         "--events-port",
         str(free_port()),
         "--ws-port",
+        str(free_port()),
+        "--bridge-port",
         str(free_port()),
     ]
 
@@ -120,6 +123,8 @@ def test_seed_offline_example_reaches_the_handler_and_the_archive(tmp_path):
             "dynamodb-logs-local-publisher",
             "dynamodb-logs-local-users",
             "dynamodb-logs-local-failures",
+            # served by default beside the seed's: the bridge API's functions
+            *(f"dynamodb-logs-local-{name}" for name in BRIDGE_FUNCTIONS),
         }
         users = functions["dynamodb-logs-local-users"]
         assert users["Handler"] == "bridge.lambdas.users_projection.handler"
@@ -294,6 +299,8 @@ def test_port_in_use_is_one_line(tmp_path):
                 "--events-port",
                 str(free_port()),
                 "--ws-port",
+                str(free_port()),
+                "--bridge-port",
                 str(free_port()),
                 "--db",
                 str(tmp_path / "other.db"),
@@ -562,6 +569,8 @@ def test_one_database_one_offline_and_no_clean_under_it(tmp_path):
                 "--events-port",
                 str(free_port()),
                 "--ws-port",
+                str(free_port()),
+                "--bridge-port",
                 str(free_port()),
             ],
             cwd=tmp_path,

@@ -16,22 +16,43 @@ from typing import Any
 import click
 
 from bridge.core.errors import BridgeError, ValidationError
-from bridge.core.names import ARCHIVE_NAME, BUS_NAME
-from bridge.offline.cloud import LocalCloud, OfflineOptions
+from bridge.core.names import ARCHIVE_NAME, BUS_NAME, bridge_table_name
+from bridge.offline.cloud import SIGNING_CREDENTIALS, LocalCloud, OfflineOptions
 from bridge.offline.state import DatabaseLock, database_files
 
 
 def run_offline(
     options: dict[str, Any], routes: dict[str, str], *, as_json: bool, verbosity: int
 ) -> None:
-    from bridge.subscriptions import load, project_root
+    """``options`` are OfflineOptions' fields, but ``config`` (the definition file) and
+    ``iam_keys`` as given (``KEY:SECRET[:PRINCIPAL_ARN]`` texts)."""
+    from bridge.offline.gateway import parse_signing_key
+    from bridge.subscriptions import load
 
     configure_logging(verbosity)
+    keys = tuple(parse_signing_key(text) for text in options.pop("iam_keys", ()))
     subscriptions = load(options.pop("config"))
-    root = project_root(subscriptions)
+    root = handler_root(subscriptions)
     check_routes(routes, root)
-    cloud = LocalCloud(OfflineOptions(**options, ws_routes=routes), subscriptions, root)
+    cloud = LocalCloud(
+        OfflineOptions(**options, iam_keys=keys, ws_routes=routes), subscriptions, root
+    )
     asyncio.run(_serve(cloud, as_json))
+
+
+def handler_root(subscriptions: Any, cwd: Path | None = None) -> Path:
+    """Where the functions' modules are looked up, imported and watched for edits.
+
+    A project's own ``dynamodb-logs.toml``: its folder. No file (the packaged definition
+    is used): the current directory, where a new user's ``--ws-route app.ws.handler``
+    lives — not the folder the package is installed in. The packaged handlers
+    (``bridge.lambdas.*``) resolve from wherever the ``bridge`` package is, either way.
+    """
+    from bridge.subscriptions import PACKAGED_DEFAULT, project_root
+
+    if Path(subscriptions.source).resolve() == PACKAGED_DEFAULT:
+        return (cwd or Path.cwd()).resolve()
+    return project_root(subscriptions)
 
 
 def check_routes(routes: dict[str, str], root: Path) -> None:
@@ -123,10 +144,11 @@ def _say(text: str, err: bool = False) -> None:
 def _print_started(cloud: LocalCloud, as_json: bool) -> None:
     o = cloud.options
     # Any key works locally; set one so the SDKs never go looking for a real account.
+    access_key, secret = SIGNING_CREDENTIALS  # the key both APIs accept on $connect
     exports = {
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        **cloud.endpoint_variables(),
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        **cloud.exported_variables(),
     }
     if as_json:
         click.echo(
@@ -135,6 +157,9 @@ def _print_started(cloud: LocalCloud, as_json: bool) -> None:
                     "dynamodb": cloud.dynamodb_url,
                     "events": cloud.events_url,
                     "websocket": cloud.ws_url,
+                    "bridge": cloud.bridge_url,  # null with --no-bridge
+                    "bridge_management": cloud.bridge_management_url,
+                    "bridge_iam_auth": o.bridge and o.bridge_iam_auth,
                     "db": str(o.db),
                     "restored": cloud.restored,
                     "exports": exports,
@@ -151,6 +176,9 @@ def _print_started(cloud: LocalCloud, as_json: bool) -> None:
         else ""
     )
     functions = ", ".join(cloud.runtime.function_names())
+    signing = f"key {access_key}/{secret}" + (
+        f" or {_count(len(o.iam_keys), '--iam-key')}" if o.iam_keys else ""
+    )
     click.echo(
         f"bridge offline (stage {o.stage}) is running — Ctrl-C stops it cleanly.\n"
         f"  DynamoDB     {cloud.dynamodb_url}  ({kind}{restored})\n"
@@ -158,14 +186,30 @@ def _print_started(cloud: LocalCloud, as_json: bool) -> None:
         f"{_count(len(cloud.bus.rules), 'rule')}, archive {ARCHIVE_NAME})\n"
         f"  Lambda       {cloud.events_url}  ({functions})\n"
         f"  WebSocket    {cloud.ws_url}  (management API {cloud.management_url}"
-        + (", $connect needs SigV4 with key local/local" if o.iam_auth else "")
+        + (f", $connect needs SigV4 with {signing}" if o.iam_auth else "")
         + ")\n"
-        f"  archive      {o.db} (SQLite, table events)\n"
+        + _bridge_line(cloud, signing)
+        + f"  archive      {o.db} (SQLite, table events)\n"
         "Point the AWS CLI and SDKs at it:"
     )
     for name, value in exports.items():
         click.echo(f"  export {name}={value}")
     sys.stdout.flush()
+
+
+def _bridge_line(cloud: LocalCloud, signing: str) -> str:
+    o = cloud.options
+    if not o.bridge:
+        return "  Bridge API   off (--no-bridge)\n"
+    auth = (
+        f"$connect needs SigV4 with {signing}"
+        if o.bridge_iam_auth
+        else "UNSIGNED connections taken (--no-iam-auth)"
+    )
+    return (
+        f"  Bridge API   {cloud.bridge_url}  (management API {cloud.bridge_management_url}, "
+        f"{auth}; table {bridge_table_name(o.stage)})\n"
+    )
 
 
 def _count(n: int, noun: str) -> str:
@@ -236,6 +280,8 @@ def _clean(db: Path, yes: bool, target: Any, tables: list[str]) -> None:
 
 
 def _endpoint_tables(target: Any) -> list[str]:
-    """The stage's tables that exist at the user's own local endpoint."""
-    names = set(target.dynamodb().meta.client.list_tables().get("TableNames", []))
-    return [t for t in (target.log_table, target.core_table) if t in names]
+    """The stage's tables (log, core, bridge) that exist at the user's own local endpoint."""
+    client = target.dynamodb().meta.client
+    names = set(client.get_paginator("list_tables").paginate().build_full_result()["TableNames"])
+    stage_tables = (target.log_table, target.core_table, bridge_table_name(target.stage))
+    return [t for t in stage_tables if t in names]

@@ -2,8 +2,10 @@
 
 DynamoDB (embedded moto server or the user's endpoint) → stream poller → the
 publisher Lambda → the EventBridge-compatible bus → subscriber Lambdas (retries,
-onFailure) and the SQLite archive; plus the WebSocket gateway. The Lambda code is
-the code AWS runs; only endpoints differ (``AWS_ENDPOINT_URL_*``).
+onFailure) and the SQLite archive; plus the WebSocket gateway of a user's own routes
+and the bridge API (a second gateway on its own port: the bridge Lambdas, their table,
+the two forward rules), each with its own ``@connections`` endpoint. The Lambda code
+is the code AWS runs; only endpoints differ (``AWS_ENDPOINT_URL_*``).
 
 Shutdown order is what makes "nothing lost" true: stop taking writes, publish what
 the stream still holds, let running functions finish, flush the archive, and only
@@ -19,21 +21,40 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.aws import default_region
-from bridge.core.errors import BridgeError
+from bridge.core.apigw import CONNECT, DEFAULT, DISCONNECT
+from bridge.core.errors import BridgeError, ValidationError
 from bridge.core.names import (
+    BRIDGE_CLIENT_ACTIONS,
+    BRIDGE_CONNECT,
+    BRIDGE_DISCONNECT,
+    BRIDGE_FORWARD,
+    BRIDGE_HANDLERS,
+    BRIDGE_MESSAGE,
+    BRIDGE_RULE_KINDS,
     BUS_NAME,
     LOCAL_ACCOUNT,
     PUBLISHER,
     PUBLISHER_HANDLER,
+    bridge_rule_name,
+    bridge_rule_pattern,
+    bridge_table_name,
     core_table_name,
+    function_arn,
     log_table_name,
+    rule_arn,
 )
-from bridge.core.subscriptions import FunctionSpec, Subscriptions
+from bridge.core.subscriptions import (
+    BRIDGE_FORWARD_TIMEOUT,
+    BRIDGE_ROUTE_TIMEOUT,
+    FunctionSpec,
+    Subscriptions,
+)
 from bridge.offline.dynamodb import DynamoDBProcess
 from bridge.offline.poller import StreamPoller
 from bridge.offline.ports import free_port, wait_port_free
@@ -49,13 +70,37 @@ from bridge.offline.state import (
     write_snapshot,
 )
 
+if TYPE_CHECKING:
+    from bridge.offline.bus import Rule
+    from bridge.offline.gateway import Gateway, Invoke, SigningKey
+
 log = logging.getLogger(__name__)
 
 # The key the local functions sign with: the embedded endpoint lets it write while
 # draining. Any key works against local endpoints; this one is recognisable in logs.
 FUNCTIONS_KEY = "bridge-offline"
-# With --iam-auth, $connect URLs must be signed with this key (the README's exports).
+# $connect URLs of the bridge API (and of the user's API with --iam-auth) may always be
+# signed with this key: the printed exports set it. Its principal is
+# arn:aws:iam::000000000000:user/local.
 SIGNING_CREDENTIALS = ("local", "local")
+#: What the bridge API's events carry as ``apiId`` (the user's API has gateway.API_ID).
+BRIDGE_API_ID = "offline002"
+#: route key -> the bridge function behind it; every other route is bridge-message.
+BRIDGE_ROUTE_FUNCTIONS = {CONNECT: BRIDGE_CONNECT, DISCONNECT: BRIDGE_DISCONNECT}
+BRIDGE_ROUTES = (CONNECT, DISCONNECT, DEFAULT, *BRIDGE_CLIENT_ACTIONS)
+# As the bridge stack configures them: Lambda's async retries of forward (after the
+# rule handed the event over), and the description of each rule.
+FORWARD_RETRY_ATTEMPTS = 2
+FORWARD_MAX_EVENT_AGE_SECONDS = 21_600
+_BRIDGE_RULE_DESCRIPTIONS = {
+    "live": "Live events (no replay-name) to the bridge",
+    "replay": "Replayed events (name this rule in StartReplay's FilterArns) to the bridge",
+}
+MANAGEMENT_ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"
+#: The bridge table's TTL attribute (epoch seconds), as in the bridge stack.
+BRIDGE_TTL_ATTRIBUTE = "ttl"
+#: What a bridge client reads to find the bridge API (printed among the exports).
+BRIDGE_URL_VARIABLE = "BRIDGE_WEBSOCKET_URL"
 PUBLISHER_FUNCTION = FunctionSpec(
     name=PUBLISHER,
     handler=PUBLISHER_HANDLER,
@@ -78,7 +123,11 @@ class OfflineOptions:
     batch_window: float = 0.0
     idle_timeout: float = 600.0
     max_connection_age: float = 7200.0
-    iam_auth: bool = False
+    iam_auth: bool = False  # the user's API (ws_port) requires SigV4 on $connect
+    bridge: bool = True  # serve the bridge API, its functions, table and rules
+    bridge_port: int = 3002
+    bridge_iam_auth: bool = True  # False (--no-iam-auth): the bridge API takes anyone
+    iam_keys: tuple[SigningKey, ...] = ()  # accepted besides local/local, on both APIs
     autosave: float = 2.0  # seconds of quiet before the tables are saved; 0: never
     keep_tables: bool = True  # False: a throwaway cloud (the demo) saves nothing
     ws_routes: dict[str, str] = field(default_factory=dict)  # route key → handler
@@ -105,6 +154,8 @@ class LocalCloud:
         self.broken_reason = ""
         self._cleanups: list[Any] = []  # how to undo what started, in order
         self._lock: DatabaseLock | None = None  # released last, once all else has stopped
+        self.bridge_gateway: Gateway | None = None
+        self._signing_keys = self.signing_keys()  # a bad --iam-key: refused before any start
 
     # ------------------------------------------------------------------ endpoints
 
@@ -120,6 +171,18 @@ class LocalCloud:
     def management_url(self) -> str:
         return f"http://{self.options.host}:{self.options.ws_port}/{self.options.stage}"
 
+    @property
+    def bridge_url(self) -> str | None:
+        """Where a bridge client connects (``bridge connect --stage local``); None when off."""
+        o = self.options
+        return f"ws://{o.host}:{o.bridge_port}/{o.stage}" if o.bridge else None
+
+    @property
+    def bridge_management_url(self) -> str | None:
+        """The bridge API's own ``@connections`` endpoint, which its functions post to."""
+        o = self.options
+        return f"http://{o.host}:{o.bridge_port}/{o.stage}" if o.bridge else None
+
     def endpoint_variables(self) -> dict[str, str]:
         """What points boto3 and the AWS CLI at this local cloud."""
         return {
@@ -127,9 +190,32 @@ class LocalCloud:
             "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": self.dynamodb_url,
             "AWS_ENDPOINT_URL_EVENTBRIDGE": self.events_url,
             "AWS_ENDPOINT_URL_LAMBDA": self.events_url,
-            "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": self.management_url,
+            MANAGEMENT_ENDPOINT_VARIABLE: self.management_url,
             "AWS_DEFAULT_REGION": self.options.region,
         }
+
+    def exported_variables(self) -> dict[str, str]:
+        """The endpoints, and where the bridge API is (what the client reads), to print."""
+        bridge = {BRIDGE_URL_VARIABLE: self.bridge_url} if self.bridge_url else {}
+        return {**self.endpoint_variables(), **bridge}
+
+    def signing_keys(self) -> list[SigningKey]:
+        """Every key $connect may be signed with: the printed local pair, then --iam-key's."""
+        from bridge.offline.gateway import SigningKey
+
+        local = SigningKey(*SIGNING_CREDENTIALS)
+        extra = list(self.options.iam_keys)
+        if any(key.access_key == local.access_key for key in extra):
+            raise ValidationError(
+                f"--iam-key {local.access_key}:…: {local.access_key!r} is the built-in local "
+                "key; give another access key id"
+            )
+        seen: set[str] = set()
+        for key in extra:
+            if key.access_key in seen:
+                raise ValidationError(f"--iam-key {key.access_key}:… is given twice")
+            seen.add(key.access_key)
+        return [local, *extra]
 
     def function_environment(self) -> dict[str, str]:
         stage = self.options.stage
@@ -163,6 +249,13 @@ class LocalCloud:
         below stops exactly what is running, newest first.
         """
         o = self.options
+        if o.bridge and not o.bridge_iam_auth:
+            log.warning(
+                "--no-iam-auth: the bridge API accepts UNSIGNED connections: anyone who "
+                "can reach %s:%s can open a session and read the bus's events",
+                o.host,
+                o.bridge_port or "(its port)",
+            )
         new_database = not Path(o.db).exists()
         lock = await self._lock_database()
         try:
@@ -175,6 +268,7 @@ class LocalCloud:
             await self._start_functions()
             await self._start_bus()
             await self._start_gateway()
+            await self._start_bridge_gateway()
             await self._start_poller(session)
             self._start_autosave(writes_before_clients)
         except BaseException:
@@ -204,8 +298,16 @@ class LocalCloud:
         o.events_port = o.events_port or free_port(o.host)
         o.ws_port = o.ws_port or free_port(o.host)
         ports = [(o.events_port, "--events-port"), (o.ws_port, "--ws-port")]
+        if o.bridge:
+            o.bridge_port = o.bridge_port or free_port(o.host)
+            ports.append((o.bridge_port, "--bridge-port"))
         if not o.dynamodb_endpoint and o.dynamodb_port:
             ports.append((o.dynamodb_port, "--dynamodb-port"))
+        options: dict[int, str] = {}
+        for port, option in ports:  # two servers can't share a port: say which two
+            if port in options:
+                raise ValidationError(f"{options[port]} and {option} are both {port}")
+            options[port] = option
         for port, option in ports:
             await asyncio.to_thread(wait_port_free, o.host, port, option, grace)
 
@@ -236,6 +338,8 @@ class LocalCloud:
         await asyncio.to_thread(
             create_tables, dynamodb, log_table_name(o.stage), core_table_name(o.stage)
         )
+        if o.bridge:
+            await asyncio.to_thread(create_bridge_table, client, bridge_table_name(o.stage))
         if not self.embedded:
             return 0  # the user's endpoint takes writes all along; nothing autosaves it
         # Restored, streams on: clients may write now. What is there now is what was
@@ -257,7 +361,12 @@ class LocalCloud:
 
         o = self.options
         self.runtime = FunctionRuntime(
-            [PUBLISHER_FUNCTION, *self.subscriptions.functions.values(), *self._route_functions()],
+            [
+                PUBLISHER_FUNCTION,
+                *self.subscriptions.functions.values(),
+                *self._route_functions(),
+                *self._bridge_functions(),
+            ],
             project_root=self.project_root,
             environment=self.function_environment(),
             stage=o.stage,
@@ -281,7 +390,10 @@ class LocalCloud:
 
         o = self.options
         self.bus = Bus(
-            rules=rules_from(self.subscriptions, o.stage, o.region, LOCAL_ACCOUNT),
+            rules=[
+                *rules_from(self.subscriptions, o.stage, o.region, LOCAL_ACCOUNT),
+                *self._bridge_rules(),
+            ],
             deliver=self.runtime.invoke_async,
             backlog=self.runtime.backlog,
             archive=self.archive,
@@ -327,33 +439,116 @@ class LocalCloud:
             for route, handler in self.options.ws_routes.items()
         ]
 
-    async def _start_gateway(self) -> None:
-        from bridge.offline.gateway import Gateway
+    def _bridge_functions(self) -> list[FunctionSpec]:
+        """The four bridge functions, configured as the bridge stack configures them.
+
+        Their variables are the stack's: the ``[bridge]`` settings with the table name,
+        and the *bridge* port's ``@connections`` endpoint (a user's route functions keep
+        the user's API's, from the shared environment). Forward is retried as Lambda
+        retries an async invocation, like every subscriber.
+        """
+        o = self.options
+        if not o.bridge:
+            return []
+        environment = {
+            **self.subscriptions.bridge.environment(bridge_table_name(o.stage)),
+            MANAGEMENT_ENDPOINT_VARIABLE: str(self.bridge_management_url),
+        }
+        specs = []
+        for name, handler in BRIDGE_HANDLERS.items():
+            forward = name == BRIDGE_FORWARD
+            specs.append(
+                FunctionSpec(
+                    name=name,
+                    handler=handler,
+                    pattern=None,  # invoked by the two bridge rules, see _bridge_rules
+                    retry_attempts=FORWARD_RETRY_ATTEMPTS if forward else 0,
+                    max_event_age=FORWARD_MAX_EVENT_AGE_SECONDS,
+                    timeout=BRIDGE_FORWARD_TIMEOUT if forward else BRIDGE_ROUTE_TIMEOUT,
+                    environment=environment,
+                )
+            )
+        return specs
+
+    def _bridge_rules(self) -> list[Rule]:
+        """The live and replay rules on the bus, both to bridge-forward, named and with
+        ARNs as in AWS: StartReplay's FilterArns can name the replay rule."""
+        from bridge.offline.bus import Rule
 
         o = self.options
+        if not o.bridge:
+            return []
+        return [
+            Rule(
+                name=(name := bridge_rule_name(o.stage, kind)),
+                pattern=bridge_rule_pattern(kind),
+                target=BRIDGE_FORWARD,
+                arn=rule_arn(o.region, LOCAL_ACCOUNT, name, BUS_NAME),
+                target_arn=function_arn(o.region, LOCAL_ACCOUNT, o.stage, BRIDGE_FORWARD),
+                description=_BRIDGE_RULE_DESCRIPTIONS[kind],
+            )
+            for kind in BRIDGE_RULE_KINDS
+        ]
+
+    def _integration(self, function_for: Callable[[str], str]) -> Invoke:
+        """A gateway's ``invoke``: run the route's function, raise when it failed (the
+        gateway answers the client as API Gateway does then)."""
 
         async def invoke(route: str, event: dict[str, Any]) -> Any:
-            result = await self.runtime.invoke(_route_function(route), event)
+            result = await self.runtime.invoke(function_for(route), event)
             if not result.ok:
                 raise RuntimeError(
                     f"{result.error.get('errorType')}: {result.error.get('errorMessage')}"
                 )
             return result.payload
 
+        return invoke
+
+    async def _start_gateway(self) -> None:
+        """The user's own API (``--ws-route``), signed only with ``--iam-auth``."""
+        from bridge.offline.gateway import Gateway
+
+        o = self.options
         self.gateway = Gateway(
             stage=o.stage,
-            invoke=invoke,
+            invoke=self._integration(_route_function),
             routes=set(o.ws_routes),
             host=o.host,
             port=o.ws_port,
             idle_timeout=o.idle_timeout,
             max_connection_age=o.max_connection_age,
             iam_auth=o.iam_auth,
-            credentials=SIGNING_CREDENTIALS if o.iam_auth else None,
+            keys=self._signing_keys,
             region=o.region,
         )
         await self.gateway.start()
         self._cleanups.append(self.gateway.stop)
+
+    async def _start_bridge_gateway(self) -> None:
+        """The bridge API on its own port: SigV4 on ``$connect`` unless --no-iam-auth,
+        the gateway's timeouts (idle, maximum age) as for the user's API."""
+        from bridge.offline.gateway import Gateway
+
+        o = self.options
+        if not o.bridge:
+            return
+        self.bridge_gateway = Gateway(
+            stage=o.stage,
+            invoke=self._integration(_bridge_function),
+            routes=BRIDGE_ROUTES,
+            host=o.host,
+            port=o.bridge_port,
+            idle_timeout=o.idle_timeout,
+            max_connection_age=o.max_connection_age,
+            iam_auth=o.bridge_iam_auth,
+            keys=self._signing_keys,
+            region=o.region,
+            name="bridge API",
+            port_option="--bridge-port",
+            api_id=BRIDGE_API_ID,
+        )
+        await self.bridge_gateway.start()
+        self._cleanups.append(self.bridge_gateway.stop)
 
     async def _watch_embedded(self) -> None:
         """Notice the embedded DynamoDB dying (killed, out of memory) and end the run."""
@@ -418,6 +613,12 @@ class LocalCloud:
                 break
         await self.events.stop()  # no more PutEvents from outside …
         await self.runtime.drain()  # … and what the last handlers published has run
+        if self.bridge_gateway is not None:
+            # Last: the bridge's clients got every event of the drain live, and forward
+            # never found its @connections endpoint gone (a retry for every event). Its
+            # sockets close with 1001 (clients resume later); $disconnect runs, once.
+            await self.bridge_gateway.stop()
+            await self.runtime.drain()
         log.info("pipeline drained: %d stream records published in all", self.poller.published)
 
     async def _autosave(self, interval: float, saved: int) -> None:
@@ -499,6 +700,53 @@ class LocalCloud:
             except Exception as error:  # noqa: BLE001 - keep stopping the other parts
                 log.error("stopping %s: %s", getattr(cleanup, "__qualname__", cleanup), error)
         self._cleanups.clear()
+
+
+def create_bridge_table(client: Any, name: str) -> bool:
+    """The bridge table (pk S, sk S, TTL on ``ttl``) if missing; True if it was created.
+
+    TTL is switched on even for a table that exists: a table restored from the saved
+    snapshot comes back without it (the snapshot keeps keys and items, not TTL).
+    """
+    from botocore.exceptions import ClientError
+
+    created = False
+    if name not in client.get_paginator("list_tables").paginate().build_full_result()["TableNames"]:
+        try:
+            client.create_table(
+                TableName=name,
+                KeySchema=[
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+            created = True
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceInUseException":
+                raise
+        client.get_waiter("table_exists").wait(
+            TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+    try:
+        ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            client.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": BRIDGE_TTL_ATTRIBUTE},
+            )
+    except ClientError as error:  # an endpoint without TTL: the functions filter on read
+        log.warning("%s: TTL on %r could not be switched on: %s", name, BRIDGE_TTL_ATTRIBUTE, error)
+    return created
+
+
+def _bridge_function(route: str) -> str:
+    """The bridge function behind a route of the bridge API."""
+    return BRIDGE_ROUTE_FUNCTIONS.get(route, BRIDGE_MESSAGE)
 
 
 def _route_function(route: str) -> str:
