@@ -7,9 +7,14 @@
    >= 0.5);
 2. dynamodb sink: the same log items through the sink (waves of 25, one version of a
    stream per call) against raw BatchWriteItem calls of 25 on the same endpoint (an
-   embedded moto server) (target >= 0.8).
+   embedded moto server) (target >= 0.8);
+3. append -> sink latency through `bridge offline` (a subprocess) and the bridge:
+   sequential appends to the log, each timed until the client's sqlite sink has
+   committed it — p50 and p99 (targets <= 150 ms and <= 400 ms);
+4. append -> handler latency with the bridge on and no session open, beside the same
+   figure with `--no-bridge`, in the same run (what the bridge costs the pipeline).
 
-    .venv/bin/python bench/bridge.py [--events 20000] [--items 2000]
+    .venv/bin/python bench/bridge.py [--events 20000] [--items 2000] [--appends 500]
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse
 import asyncio
+import json
+import signal
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -33,12 +41,15 @@ from pathlib import Path
 import boto3
 import websockets
 from boto3.dynamodb.types import TypeSerializer
+from botocore.credentials import ReadOnlyCredentials
 
 from bridge.client.connection import BridgeClient, ClientOptions
+from bridge.client.presign import presign
 from bridge.client.sinks import DynamoDBSink, SqliteSink, StateFile, log_item_of
 from bridge.core import wire
 from bridge.offline.dynamodb import EmbeddedDynamoDB
-from bridge.store import create_tables
+from bridge.offline.ports import free_port
+from bridge.store import LogStore, create_tables
 
 
 def log_event(n: int) -> dict:
@@ -177,10 +188,160 @@ def sink_vs_raw(items_count: int, rounds: int = 3) -> tuple[float, float]:
         return statistics.median(raws), statistics.median(sinks)
 
 
+HANDLER = """
+import json, os, time
+
+def handler(event, context):
+    seen = time.time()
+    key = event["detail"]["key"]
+    with open(os.environ["SEEN_FILE"], "a") as out:
+        out.write(json.dumps({"pk": key["pk"], "sk": key["sk"], "t": seen}) + "\\n")
+"""
+CONFIG = """
+[functions.latency]
+handler = "latency_handler.handler"
+pattern = { source = ["dynamodb-log"], detail = { log = ["bench"] } }
+retry_attempts = 0
+environment = { SEEN_FILE = "%s" }
+"""
+
+
+class Offline:
+    """`bridge offline` in a temporary folder on free ports, with a handler that notes
+    when each event reached it."""
+
+    def __init__(self, *flags: str) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="bench-bridge-")
+        self.dir = Path(self.tmp.name)
+        self.seen = self.dir / "seen.jsonl"
+        (self.dir / "dynamodb-logs.toml").write_text(CONFIG % self.seen)
+        (self.dir / "latency_handler.py").write_text(HANDLER)
+        self.ports = {name: free_port() for name in ("dynamodb", "events", "ws", "bridge")}
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        self.process = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("bridge")),
+                "offline",
+                "--json",
+                "--quiet",
+                *("--dynamodb-port", str(self.ports["dynamodb"])),
+                *("--events-port", str(self.ports["events"])),
+                *("--ws-port", str(self.ports["ws"])),
+                *("--bridge-port", str(self.ports["bridge"])),
+                *flags,
+            ],
+            cwd=self.dir,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        if not self.process.stdout or not self.process.stdout.readline():
+            raise SystemExit("bridge offline did not start")
+        self.store = LogStore(
+            boto3.resource(
+                "dynamodb",
+                endpoint_url=f"http://127.0.0.1:{self.ports['dynamodb']}",
+                region_name="us-east-1",
+                aws_access_key_id="local",
+                aws_secret_access_key="local",
+            ).Table("local-dynamodb-logs")
+        )
+
+    @property
+    def bridge_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ports['bridge']}/local"
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=120)
+        self.tmp.cleanup()
+
+
+def handler_latency(offline: Offline, appends: int) -> list[float]:
+    """Milliseconds from the start of each append to the subscribed handler's run."""
+    started: dict[tuple[str, int], float] = {}
+    for n in range(appends):
+        id, version = f"b{n % 20}", n // 20 + 1
+        started[(f"bench#{id}#stream", version)] = time.time()
+        offline.store.append("bench", id, "tick", {"id": id, "n": n}, expected_version=version - 1)
+    seen: dict[tuple[str, int], float] = {}
+    deadline = time.time() + 120
+    while len(seen) < appends and time.time() < deadline:
+        time.sleep(0.2)
+        lines = offline.seen.read_text().splitlines() if offline.seen.exists() else []
+        for line in lines:
+            record = json.loads(line)
+            seen.setdefault((record["pk"], record["sk"]), record["t"])
+    if len(seen) < appends:
+        raise SystemExit(f"only {len(seen)} of {appends} events reached the handler")
+    return sorted((seen[key] - started[key]) * 1000 for key in started)
+
+
+class TimedSink(SqliteSink):
+    """The real sqlite sink, noting when each event's transaction committed."""
+
+    committed: dict[tuple[str, int], float]
+
+    async def write(self, events, through):  # type: ignore[no-untyped-def]
+        result = await super().write(events, through)
+        now = time.time()
+        for event in events:
+            key = event["detail"]["key"]
+            self.committed.setdefault((key["pk"], int(key["sk"])), now)
+        return result
+
+
+async def sink_latency(offline: Offline, appends: int, db: Path) -> list[float]:
+    """Milliseconds from the start of each append until the client's sink committed it."""
+    sink = TimedSink(db, "bench")
+    sink.committed = {}
+    credentials = ReadOnlyCredentials("local", "local", None)
+    client = BridgeClient(
+        ClientOptions(
+            url=offline.bridge_url, session="bench", pattern={"detail": {"log": ["bench"]}}
+        ),
+        sink,
+        lambda url: presign(url, credentials, "us-east-1"),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(client.run(stop))
+    await asyncio.wait_for(client.ready.wait(), 60)
+    started: dict[tuple[str, int], float] = {}
+    for n in range(appends):
+        id, version = f"s{n % 20}", n // 20 + 1
+        started[(f"bench#{id}#stream", version)] = time.time()
+        await asyncio.to_thread(
+            offline.store.append,
+            "bench",
+            id,
+            "tick",
+            {"id": id, "n": n},
+            expected_version=version - 1,
+        )
+    deadline = time.time() + 120
+    while len(sink.committed) < appends and time.time() < deadline:
+        await asyncio.sleep(0.1)
+    stop.set()
+    await task
+    if len(sink.committed) < appends:
+        raise SystemExit(f"only {len(sink.committed)} of {appends} events reached the sink")
+    return sorted((sink.committed[key] - started[key]) * 1000 for key in started)
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    return statistics.median(values), values[max(0, int(len(values) * 0.99) - 1)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--items", type=int, default=2_000)
+    parser.add_argument("--appends", type=int, default=500)
     args = parser.parse_args()
 
     texts = frames(args.events)
@@ -197,6 +358,31 @@ def main() -> int:
     print(
         f"dynamodb sink: {args.items} items, raw BatchWriteItem {args.items / raw:,.0f}/s, "
         f"sink {args.items / sink:,.0f}/s: ratio {sink_ratio:.2f} (target >= 0.8)"
+    )
+
+    offline = Offline()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            to_sink = asyncio.run(sink_latency(offline, args.appends, Path(tmp) / "b.db"))
+        on = handler_latency(offline, args.appends)
+    finally:
+        offline.stop()
+    offline = Offline("--no-bridge")
+    try:
+        off = handler_latency(offline, args.appends)
+    finally:
+        offline.stop()
+    p50, p99 = percentiles(to_sink)
+    print(
+        f"append -> sink over {args.appends} sequential appends: p50 {p50:.0f} ms, "
+        f"p99 {p99:.0f} ms (targets <= 150 / <= 400 ms)"
+    )
+    on50, on99 = percentiles(on)
+    off50, off99 = percentiles(off)
+    print(
+        f"append -> handler, bridge on and no session open: p50 {on50:.0f} ms, p99 "
+        f"{on99:.0f} ms; bridge off: p50 {off50:.0f} ms, p99 {off99:.0f} ms "
+        f"(p50 ratio on/off {on50 / off50:.2f})"
     )
     return 0
 

@@ -78,18 +78,37 @@ def _forward(
     floor_cum = allocation.floor_cum
     index = ((c, cum) for c, _, cum in bridge.buffer_index(key, floor, now))
     trim = plan_trim(floor, floor_cum, cursor, allocation.cum, config.limits, index)
-    current = _bridge.load_record(bridge, record.owner, record.name, now)[0] or record
     if trim is not None:
-        current = _drop_oldest(bridge, current, key, trim.first, trim.last, trim.last_cum, now)
-    if current.connection is None:
-        return False
+        record = _drop_oldest(bridge, record, key, trim.first, trim.last, trim.last_cum, now)
     texts = [wire.encode(m) for m in event_messages(cursor, event_id, event)]
     if trim is not None:
         texts.insert(0, wire.encode(wire.Gap(trim.first, trim.last, GAP_REASON)))
-    outcome = _bridge.post_all(current.connection, texts)
+    # The connection the sessions query saw is usually still the one: post to it. When
+    # there was none, or the post failed, read the session again: it was read before
+    # the buffer write, and a client that attached since may have resumed before it.
+    seen = record.connection
+    if seen is not None and _post(bridge, record, seen, texts, now) is Posted.OK:
+        return True
+    current = _current(bridge, record, now)
+    if current.connection is None or current.connection == seen:
+        return False
+    return _post(bridge, current, current.connection, texts, now) is Posted.OK
+
+
+def _post(
+    bridge: BridgeTable, record: SessionRecord, connection: str, texts: list[str], now: float
+) -> Posted:
+    """Post to one connection; 410 detaches it (the buffer keeps the event)."""
+    outcome = _bridge.post_all(connection, texts)
     if outcome is Posted.GONE:
-        _detach(bridge, current, current.connection, now)
-    return outcome is Posted.OK
+        _detach(bridge, record, connection, now)
+    return outcome
+
+
+def _current(bridge: BridgeTable, record: SessionRecord, now: float) -> SessionRecord:
+    """The session as stored now (the one read before the buffer write may be stale)."""
+    item = bridge.session(record.owner, record.name, now=0.0)
+    return SessionRecord.from_item(item) if item is not None else record
 
 
 def _drop_oldest(
