@@ -1,8 +1,10 @@
 """`bridge demo`: the whole pipeline on this machine, from nothing, with a summary.
 
-Starts the local cloud in this process (free ports, a temporary SQLite file),
-generates fake users, and follows them through stream → publisher → bus → users
-projection and archive, then reads everything back.
+Starts the local cloud in this process (free ports, a temporary SQLite file) and a
+bridge client into a SQLite file of its own, generates fake users, and follows them
+through stream → publisher → bus → users projection and archive, and over the bridge
+(forward → WebSocket → client → sink). It checks that every event reached the sink
+exactly once, then measures append → sink latency with a few single appends.
 """
 
 from __future__ import annotations
@@ -13,20 +15,75 @@ import time
 from pathlib import Path
 from typing import Any
 
+from botocore.credentials import ReadOnlyCredentials
 from rich.console import Console
 
 from bridge.archive import count as archived_count
 from bridge.aws import Target
+from bridge.client.connection import BridgeClient, ClientOptions
+from bridge.client.presign import presign
+from bridge.client.sinks import SqliteSink
 from bridge.core.log import from_dynamo
 from bridge.core.names import BUS_NAME
 from bridge.offline.cloud import LocalCloud, OfflineOptions
 from bridge.store import LogStore
 from bridge.subscriptions import load, project_root
 
+LATENCY_APPENDS = 20
+
+
+class _TimedSink(SqliteSink):
+    """The client's sqlite sink, noting when each log event's transaction committed."""
+
+    def __init__(self, path: Path, session_key: str) -> None:
+        super().__init__(path, session_key)
+        self.committed: dict[tuple[str, int], float] = {}
+
+    async def write(self, events: Any, through: int) -> Any:
+        result = await super().write(events, through)
+        now = time.perf_counter()
+        for event in events:
+            key = event.get("detail", {}).get("key") or {}
+            if "pk" in key:
+                self.committed.setdefault((key["pk"], int(key["sk"])), now)
+        return result
+
 
 def run_demo(users: int = 100, seed: int = 1, progress: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bridge-demo-") as tmp:
         return asyncio.run(_demo(users, seed, progress, Path(tmp) / "db"))
+
+
+async def _start_client(cloud: LocalCloud, db: Path) -> tuple[BridgeClient, _TimedSink, Any]:
+    url = cloud.bridge_url
+    assert url is not None
+    sink = _TimedSink(db.with_name("bridge.db"), "demo")
+    credentials = ReadOnlyCredentials("local", "local", None)
+    region = cloud.options.region
+    client = BridgeClient(
+        ClientOptions(url=url, session="demo"),
+        sink,
+        lambda plain: presign(plain, credentials, region),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(client.run(stop))
+    await asyncio.wait_for(client.ready.wait(), 60)
+    return client, sink, (stop, task)
+
+
+async def _bridge_latency(store: LogStore, sink: _TimedSink) -> list[float]:
+    """Milliseconds from the start of each single append until the sink committed it."""
+    latencies = []
+    for n in range(LATENCY_APPENDS):
+        started = time.perf_counter()
+        await asyncio.to_thread(store.append, "demo", "latency", "tick", {"id": "latency", "n": n})
+        key = ("demo#latency#stream", n + 1)
+        deadline = started + 30
+        while key not in sink.committed and time.perf_counter() < deadline:
+            await asyncio.sleep(0.002)
+        if key in sink.committed:
+            latencies.append((sink.committed[key] - started) * 1000)
+    return sorted(latencies)
 
 
 async def _demo(users: int, seed: int, progress: bool, db: Path) -> dict[str, Any]:
@@ -44,7 +101,10 @@ async def _demo(users: int, seed: int, progress: bool, db: Path) -> dict[str, An
             f"[bold]1.[/] local cloud up: DynamoDB {cloud.dynamodb_url}, "
             f"EventBridge {cloud.events_url}, WebSocket {cloud.ws_url}"
         )
+        client, sink, (stop, task) = await _start_client(cloud, db)
+        out.print(f"     bridge client connected to {cloud.bridge_url}, writing {sink.path}")
         target = Target(stage="local", endpoint_url=cloud.dynamodb_url, region=cloud.options.region)
+        began = time.perf_counter()
         result = await asyncio.to_thread(run_generate, target, users, seed, 2, progress)
         out.print(
             f"[bold]2.[/] wrote {result.events} events for {result.users} users to "
@@ -73,6 +133,25 @@ async def _demo(users: int, seed: int, progress: bool, db: Path) -> dict[str, An
         sample = core.get_item(Key={"pk": f"users#{ids[0]}", "sk": "profile"}).get("Item")
         if sample:
             out.print(f"     e.g. {from_dynamo(sample)}")
+        bridged = await _wait_for_sink(sink, result.events, deadline=time.perf_counter() + 120)
+        bridge_seconds = max(sink.committed.values(), default=began) - began
+        rows, distinct = _sink_counts(sink.path)
+        exactly_once = bridged == result.events and rows == distinct == result.events
+        out.print(
+            f"[bold]7.[/] bridge: {rows} events in {sink.path.name} ({distinct} distinct), "
+            f"{'each exactly once' if exactly_once else 'NOT exactly once'}, "
+            f"{result.events / bridge_seconds if bridge_seconds > 0 else 0:.0f} events/s "
+            f"from the first append to the last commit"
+        )
+        latencies = await _bridge_latency(store, sink)
+        p50 = latencies[len(latencies) // 2] if latencies else float("nan")
+        worst = latencies[-1] if latencies else float("nan")
+        out.print(
+            f"[bold]8.[/] append → sink latency over {len(latencies)} single appends: "
+            f"p50 {p50:.0f} ms, max {worst:.0f} ms"
+        )
+        stop.set()
+        totals = await task
     finally:
         await cloud.stop()
     return {
@@ -84,7 +163,37 @@ async def _demo(users: int, seed: int, progress: bool, db: Path) -> dict[str, An
         "projected_users": projected,
         "archived": archived,
         "events_per_second": round(result.events_per_second, 1),
+        "bridged": rows,
+        "bridged_distinct": distinct,
+        "bridged_exactly_once": exactly_once,
+        "bridge_events_per_second": round(result.events / bridge_seconds, 1)
+        if bridge_seconds > 0
+        else None,
+        "append_to_sink_ms": {"p50": round(p50, 1), "max": round(worst, 1)},
+        "bridge_duplicates_ignored": totals.duplicates + totals.wire_duplicates,
     }
+
+
+async def _wait_for_sink(sink: _TimedSink, events: int, deadline: float) -> int:
+    while len(sink.committed) < events and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    return len(sink.committed)
+
+
+def _sink_counts(path: Path) -> tuple[int, int]:
+    """Rows in the sink's events table, and distinct log keys among them."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        distinct = conn.execute(
+            "SELECT count(DISTINCT json_extract(event, '$.detail.key.pk') || '/' || "
+            "json_extract(event, '$.detail.key.sk')) FROM events"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+    return int(rows), int(distinct)
 
 
 async def _wait_for_users(core: Any, users: int, deadline: float) -> int:

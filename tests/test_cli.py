@@ -199,6 +199,9 @@ def test_demo_runs_the_whole_pipeline(region):
     # every event went stream → publisher → bus → projection and archive
     assert summary["published"] == summary["bus_events"] == summary["archived"] == 40
     assert summary["projected_users"] == 10
+    # and over the bridge into the client's own SQLite file, each event exactly once
+    assert summary["bridged"] == summary["bridged_distinct"] == 40
+    assert summary["bridged_exactly_once"] is True
 
 
 def test_synth_writes_templates_and_deploy_says_what_is_missing(tmp_path):
