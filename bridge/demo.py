@@ -116,9 +116,10 @@ async def _demo(users: int, seed: int, progress: bool, db: Path) -> dict[str, An
         seconds = time.perf_counter() - start
         await cloud.runtime.drain()
         await cloud.archive.flush()
+        published, on_bus = cloud.poller.published, cloud.bus.accepted
         out.print(
-            f"[bold]3.[/] stream → publisher → bus: {cloud.poller.published} records "
-            f"published, {cloud.bus.accepted} events on bus {BUS_NAME}"
+            f"[bold]3.[/] stream → publisher → bus: {published} records "
+            f"published, {on_bus} events on bus {BUS_NAME}"
         )
         out.print(
             f"[bold]4.[/] users projection: {projected} users at version 4 in "
@@ -158,8 +159,8 @@ async def _demo(users: int, seed: int, progress: bool, db: Path) -> dict[str, An
         "users": len(ids),
         "complete_users": complete,
         "events": result.events,
-        "published": cloud.poller.published,
-        "bus_events": cloud.bus.accepted,
+        "published": published,
+        "bus_events": on_bus,
         "projected_users": projected,
         "archived": archived,
         "events_per_second": round(result.events_per_second, 1),
