@@ -21,7 +21,10 @@ from bridge.core.names import core_table_name, log_table_name, region_from
 LOCAL_STAGE = "local"
 LOCAL_DYNAMODB = "http://127.0.0.1:8000"
 LOCAL_LAMBDA = "http://127.0.0.1:4010"  # bridge offline serves the Lambda Invoke API here
-DUMMY_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+DUMMY_CREDENTIALS: dict[str, Any] = {
+    "aws_access_key_id": "local",
+    "aws_secret_access_key": "local",
+}
 
 
 def default_region() -> str:
@@ -118,4 +121,5 @@ class Target:
         )
 
     def client(self, service: str, endpoint_url: str | None = None) -> Any:
-        return self.session().client(service, endpoint_url=endpoint_url)
+        session: Any = self.session()  # any service by name: untyped on purpose
+        return session.client(service, endpoint_url=endpoint_url)

@@ -157,7 +157,7 @@ class LogStore:
 
         Follows ``LastEvaluatedKey``, so a stream larger than one 1 MB page is read whole.
         """
-        condition = Key("pk").eq(stream_key(check_name("log", log), check_name("id", id)))
+        condition: Any = Key("pk").eq(stream_key(check_name("log", log), check_name("id", id)))
         if check_version("after", after):
             condition = condition & Key("sk").gt(after)
         kwargs: dict[str, Any] = {"KeyConditionExpression": condition, "ConsistentRead": True}
@@ -177,7 +177,7 @@ class LogStore:
         """Every event of every stream in a log with version > ``after``, by id then
         version. One scan rather than a scan for the ids plus a query per stream (10×
         faster for a few hundred streams); still a scan: fine for local tables."""
-        condition = Attr("pk").begins_with(f"{check_name('log', log)}#")
+        condition: Any = Attr("pk").begins_with(f"{check_name('log', log)}#")
         if check_version("after", after):
             condition = condition & Attr("sk").gt(after)
         kwargs: dict[str, Any] = {"FilterExpression": condition, "ConsistentRead": True}
@@ -214,7 +214,7 @@ def create_tables(dynamodb: Any, log_table: str, core_table: str) -> list[str]:
     client = dynamodb.meta.client
     existing = set(client.list_tables().get("TableNames", []))
     created = []
-    specs = {
+    specs: dict[str, dict[str, Any]] = {
         log_table: {
             "AttributeDefinitions": [
                 {"AttributeName": "pk", "AttributeType": "S"},

@@ -497,9 +497,8 @@ class LocalCloud:
         async def invoke(route: str, event: dict[str, Any]) -> Any:
             result = await self.runtime.invoke(function_for(route), event)
             if not result.ok:
-                raise RuntimeError(
-                    f"{result.error.get('errorType')}: {result.error.get('errorMessage')}"
-                )
+                error = result.error or {}
+                raise RuntimeError(f"{error.get('errorType')}: {error.get('errorMessage')}")
             return result.payload
 
         return invoke
@@ -602,7 +601,8 @@ class LocalCloud:
         if self.embedded:
             await asyncio.to_thread(self.embedded.close_writes)
         self.poller.stop()
-        await self._poll_task
+        if self._poll_task is not None:
+            await self._poll_task
         # A handler may append to the log while it runs (a saga); its items are in the
         # stream only after the handler ends. Repeat until a pass publishes nothing.
         while True:
