@@ -7,8 +7,12 @@ into it. Hence:
 
 * WAL mode, so readers never block the writer and see committed batches at once;
 * ``busy_timeout``, so two writers wait for each other instead of failing;
-* ``INSERT OR IGNORE`` on the event id, so writing an event twice (a redelivery,
-  a resumed client) stores it once;
+* ``INSERT OR IGNORE`` on the event's identity, so writing an event twice (a
+  redelivery, a resumed client) stores it once. A log event's identity is its item's
+  ``pk``/``sk``: published again after a crash (the stream trigger is at least once)
+  it carries a new EventBridge id, yet it is the same event. Other events are
+  identified by their id. Files from before ``pk``/``sk`` were kept are migrated
+  when opened for writing (:func:`migrate`);
 * ``createdAt`` is the event's own ``time`` in one canonical ISO 8601 UTC form
   (``2024-05-01T12:00:00.000Z``) so time windows are plain string comparisons
   whoever wrote the row.
@@ -31,6 +35,7 @@ from typing import Any
 import aiosqlite
 
 from bridge.core.errors import BridgeError
+from bridge.core.events import DETAIL_TYPE, SOURCE
 
 DEFAULT_PATH = "db"
 BUSY_TIMEOUT_MS = 5_000
@@ -46,16 +51,27 @@ SCHEMA = (
         createdAt TEXT NOT NULL,
         log TEXT,
         type TEXT,
-        event TEXT NOT NULL
+        event TEXT NOT NULL,
+        pk TEXT,
+        sk TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS events_createdAt ON events (createdAt)",
+    # NULLs are distinct in a UNIQUE index: only log events are held to it.
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (pk, sk)",
 )
+# Where a migration puts the later copies of a log event archived more than once
+# before events were keyed by pk/sk: out of the way of replays, not deleted.
+DISPLACED = "events_displaced"
 LOCKED_RETRIES = 30  # each also waits busy_timeout: minutes before a batch is given up
 PRAGMAS = ("PRAGMA journal_mode=WAL", f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-INSERT = "INSERT OR IGNORE INTO events (id, createdAt, log, type, event) VALUES (?, ?, ?, ?, ?)"
+INSERT = (
+    "INSERT OR IGNORE INTO events (id, createdAt, log, type, event, pk, sk) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 PathLike = str | os.PathLike[str]
 Row = tuple[str, str, str | None, str | None, str]
+Key = tuple[str | None, str | None]
 
 
 # --------------------------------------------------------------------------- time
@@ -118,15 +134,43 @@ def row_for(event: dict[str, Any]) -> Row:
     return (event_id, created, log, type_, text)
 
 
+def key_for(event: dict[str, Any]) -> Key:
+    """A log event's identity, ``(pk, sk)`` of its item; ``(None, None)`` for others.
+
+    ``sk`` is kept as JSON text, numbers in one form (``1`` and ``1.0`` are one
+    version), so equal keys compare equal as text whoever wrote the row.
+    """
+    detail = event.get("detail")
+    if event.get("source") != SOURCE or event.get("detail-type") != DETAIL_TYPE:
+        return None, None
+    key = detail.get("key") if isinstance(detail, dict) else None
+    if not isinstance(key, dict) or not isinstance(key.get("pk"), str) or "sk" not in key:
+        return None, None
+    sk = key["sk"]
+    if isinstance(sk, bool) or not isinstance(sk, str | int | float):
+        return None, None
+    if isinstance(sk, float) and sk.is_integer():
+        sk = int(sk)
+    return key["pk"], json.dumps(sk)
+
+
+def _values(event: dict[str, Any]) -> tuple[Any, ...]:
+    return (*row_for(event), *key_for(event))
+
+
 # --------------------------------------------------------------------------- sync API
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Set WAL + busy timeout and create the ``events`` table if missing (idempotent)."""
+    """Set WAL + busy timeout, create the ``events`` table if missing and migrate one
+    of an older layout (idempotent)."""
     for pragma in PRAGMAS:
         conn.execute(pragma)
     with conn:
-        for statement in SCHEMA:
+        conn.execute(SCHEMA[0])
+    migrate(conn)
+    with conn:
+        for statement in SCHEMA[1:]:
             conn.execute(statement)
 
 
@@ -134,9 +178,73 @@ async def ensure_schema_async(conn: aiosqlite.Connection) -> None:
     """:func:`ensure_schema` for aiosqlite connections (the bus, the client's sink)."""
     for pragma in PRAGMAS:
         await conn.execute(pragma)
-    for statement in SCHEMA:
+    await conn.execute(SCHEMA[0])
+    await conn.commit()
+    if "pk" not in {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(events)")}:
+        (_, _, path), *_ = await conn.execute_fetchall("PRAGMA database_list")
+        await asyncio.to_thread(_migrate_file, path)
+    for statement in SCHEMA[1:]:
         await conn.execute(statement)
     await conn.commit()
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Give an ``events`` table of the layout before ``pk``/``sk`` its key columns, in
+    place and in one transaction: the columns are filled from each event, and the
+    later copies of a log event archived more than once move to :data:`DISPLACED`.
+    Returns how many moved (0: none, or nothing to migrate)."""
+    if "pk" in _columns(conn):
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        displaced = _migrate(conn) if "pk" not in _columns(conn) else 0
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    if displaced:
+        logger.warning(
+            "archive: %d log events had been archived more than once (before events were "
+            "keyed by pk/sk); the later copies are moved to the table %s",
+            displaced,
+            DISPLACED,
+        )
+    return displaced
+
+
+def _columns(conn: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+
+
+def _migrate_file(path: str) -> None:
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
+    conn.execute("ALTER TABLE events ADD COLUMN pk TEXT")
+    conn.execute("ALTER TABLE events ADD COLUMN sk TEXT")
+    keys = []
+    for seq, text in conn.execute("SELECT seq, event FROM events").fetchall():
+        try:
+            event = json.loads(text)
+        except ValueError:
+            continue
+        pk, sk = key_for(event) if isinstance(event, dict) else (None, None)
+        if pk is not None:
+            keys.append((pk, sk, seq))
+    conn.executemany("UPDATE events SET pk = ?, sk = ? WHERE seq = ?", keys)
+    first = "SELECT MIN(seq) FROM events WHERE pk IS NOT NULL GROUP BY pk, sk"
+    later = f"pk IS NOT NULL AND seq NOT IN ({first})"
+    (displaced,) = conn.execute(f"SELECT COUNT(*) FROM events WHERE {later}").fetchone()
+    if displaced:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {DISPLACED} AS SELECT * FROM events WHERE 0")
+        conn.execute(f"INSERT INTO {DISPLACED} SELECT * FROM events WHERE {later}")
+        conn.execute(f"DELETE FROM events WHERE {later}")
+    return int(displaced)
 
 
 def connect(path: PathLike = DEFAULT_PATH) -> sqlite3.Connection:
@@ -152,7 +260,7 @@ def insert_events(conn: sqlite3.Connection, events: Iterable[dict[str, Any]]) ->
     Not committing lets a sink store its cursor in the same transaction.
     """
     before = conn.total_changes
-    conn.executemany(INSERT, [row_for(event) for event in events])
+    conn.executemany(INSERT, [_values(event) for event in events])
     return conn.total_changes - before
 
 
@@ -324,7 +432,7 @@ class ArchiveWriter:
         self.path = Path(path)
         self.batch_size = batch_size
         self.interval = interval
-        self.written = 0  # events stored (duplicates by id not counted)
+        self.written = 0  # events stored (duplicates by id or pk/sk not counted)
         self.batches = 0  # transactions committed
         self.failed = 0  # events lost to write errors (logged)
         self._queue: asyncio.Queue[dict[str, Any]] | None = None
@@ -417,7 +525,7 @@ class ArchiveWriter:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _insert(self, rows: list[Row]) -> None:
+    async def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         """One transaction; a file locked by another writer (a sink, a user's sqlite3
         shell) is waited out with backoff instead of dropping the batch."""
         assert self._conn is not None
@@ -437,11 +545,11 @@ class ArchiveWriter:
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
         assert self._conn is not None
-        rows: list[Row] = []
+        rows: list[tuple[Any, ...]] = []
         try:
             for event in batch:
                 try:
-                    rows.append(row_for(event))
+                    rows.append(_values(event))
                 except (BridgeError, TypeError, ValueError) as error:
                     self.failed += 1
                     logger.error("archive: event not archived: %s", error)

@@ -160,7 +160,8 @@ def test_filters_by_time_log_and_type(db: Path) -> None:
     )
     assert archive.count(db, log="users", type="signup") == 2
     # small pages walk the whole archive in order, ties on time broken by seq
-    same_second = [event(50, at=T0 + timedelta(seconds=50)) for _ in range(5)]
+    # (five log items of one instant: each its own pk, so none is a copy of another)
+    same_second = [event(50 + k, at=T0 + timedelta(seconds=50)) for k in range(5)]
     archive.write_events(db, same_second)
     walked = ids(archive.iter_events(db, page_size=2))
     assert walked == ids(events) + ids(same_second)
@@ -220,3 +221,95 @@ async def test_a_file_locked_by_another_writer_is_waited_out_not_dropped(db: Pat
         await writer.flush()
         assert (writer.written, writer.failed) == (101, 0)  # … and written once it went
     assert archive.count(db) == 101
+
+
+def republished(item: dict) -> dict:
+    """The same log event published again (after a crash): a new EventBridge id."""
+    return {**item, "id": str(uuid.uuid4())}
+
+
+async def test_log_events_are_one_per_item_whatever_their_event_id(db: Path) -> None:
+    events = [event(n) for n in range(10)]
+    async with ArchiveWriter(db) as writer:
+        for item in events + [republished(e) for e in events]:
+            writer.add(item)
+        await writer.flush()
+        assert writer.written == 10
+    assert archive.count(db) == 10
+    assert [e["id"] for e in archive.iter_events(db)] == [e["id"] for e in events]  # first kept
+    # the sync path keys them the same way; a version written as 1.0 is version 1
+    again = republished(events[0])
+    again["detail"] = {**again["detail"], "key": {"pk": "users#0#stream", "sk": 1.0}}
+    assert archive.write_events(db, [again, republished(events[1])]) == 0
+    assert archive.write_events(db, [event(10)]) == 1
+
+
+def test_other_events_are_one_per_id(db: Path) -> None:
+    """Only a log event has an item: other events that look alike are distinct events."""
+    other = {"id": "a", "time": "2024-05-01T12:00:00Z", "source": "app", "detail": {"x": 1}}
+    not_a_log_event = {**event(1), "source": "app"}  # a key in the detail, but not ours
+    assert archive.write_events(db, [other, {**other, "id": "b"}, other]) == 2
+    assert archive.write_events(db, [not_a_log_event, republished(not_a_log_event)]) == 2
+    assert archive.key_for(other) == (None, None)
+    assert archive.key_for(event(7)) == ("users#7#stream", "1")
+
+
+OLD_SCHEMA = """CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    createdAt TEXT NOT NULL,
+    log TEXT,
+    type TEXT,
+    event TEXT NOT NULL
+);
+CREATE INDEX events_createdAt ON events (createdAt);
+"""
+
+
+def old_archive(db: Path, events: list[dict]) -> None:
+    """An archive as written before log events were keyed by pk/sk."""
+    conn = sqlite3.connect(db)
+    conn.executescript(OLD_SCHEMA)
+    conn.executemany(
+        "INSERT INTO events (id, createdAt, log, type, event) VALUES (?, ?, ?, ?, ?)",
+        [archive.row_for(item) for item in events],
+    )
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("opened_by", ["writer", "sync"])
+async def test_an_archive_of_the_old_layout_is_migrated_in_place(
+    db: Path, opened_by: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    logs = [event(n) for n in range(5)]
+    twice = republished(logs[2])  # published again after a crash, archived again
+    other = {"id": "o", "time": "2024-05-01T12:00:09Z", "source": "app", "detail": {}}
+    old_archive(db, [*logs, twice, other])
+    assert archive.count(db) == 7  # readable as it is, before any migration
+    new = event(5)
+
+    if opened_by == "writer":
+        async with ArchiveWriter(db) as writer:
+            writer.add(republished(logs[0]))  # already there: ignored
+            writer.add(new)
+            await writer.flush()
+            assert writer.written == 1
+    else:
+        conn = archive.connect(db)
+        with conn:
+            assert archive.insert_events(conn, [republished(logs[0]), new]) == 1
+        conn.close()
+
+    kept = [e["id"] for e in archive.iter_events(db)]
+    assert kept == [e["id"] for e in [*logs, new, other]]  # the first copy kept, in time order
+    conn = sqlite3.connect(db)
+    try:
+        displaced = conn.execute(f"SELECT id, pk, sk FROM {archive.DISPLACED}").fetchall()
+        assert displaced == [(twice["id"], "users#2#stream", "1")]
+        keys = conn.execute("SELECT pk, sk FROM events WHERE id = ?", (logs[3]["id"],))
+        assert keys.fetchall() == [("users#3#stream", "1")]
+    finally:
+        conn.close()
+    assert "archived more than once" in caplog.text
+    assert archive.migrate(archive.connect(db)) == 0  # once only
