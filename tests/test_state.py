@@ -112,3 +112,75 @@ def test_a_lock_in_a_missing_folder_is_one_line(tmp_path):
 
     with pytest.raises(BridgeError, match=r"^cannot use .*db\.lock: No such file"):
         DatabaseLock(tmp_path / "missing" / "db").acquire()
+
+
+LEGACY_SNAPSHOT = """
+CREATE TABLE dynamodb_tables (name TEXT PRIMARY KEY, definition TEXT NOT NULL);
+CREATE TABLE dynamodb_items (table_name TEXT NOT NULL, item TEXT NOT NULL);
+"""
+
+
+def test_a_snapshot_of_the_layout_before_the_journal_is_migrated_at_start(tmp_path):
+    """A ./db written before the journal existed: the embedded endpoint moves its tables
+    into the current layout in place and serves them, binary values and all."""
+    import json
+    import sqlite3
+
+    from bridge.offline.dynamodb import DynamoDBProcess
+    from bridge.offline.state import _encode, connect, snapshot_counts
+
+    db = tmp_path / "db"
+    definition = {
+        "AttributeDefinitions": [
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "N"},
+        ],
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    items = [
+        {"pk": {"S": "orders#1#stream"}, "sk": {"N": str(n)}, "b": {"B": bytes([n])}}
+        for n in range(1, 4)
+    ]
+    conn = sqlite3.connect(db)
+    conn.executescript(LEGACY_SNAPSHOT)
+    conn.execute("INSERT INTO dynamodb_tables VALUES (?, ?)", ("old", json.dumps(definition)))
+    conn.executemany(
+        "INSERT INTO dynamodb_items VALUES (?, ?)",
+        [("old", json.dumps(_encode(item))) for item in items],
+    )
+    conn.commit()
+    conn.close()
+
+    endpoint = DynamoDBProcess(port=0, db=db).start()
+    try:
+        assert endpoint.restored == {"old": 3}
+        target = Target(stage="legacy", endpoint_url=endpoint.url)
+        client = target.session().client("dynamodb", endpoint_url=endpoint.url)
+        found = client.scan(TableName="old", ConsistentRead=True)["Items"]
+        assert sorted(found, key=lambda i: i["sk"]["N"]) == items
+        description = client.describe_table(TableName="old")["Table"]
+        assert description["LatestStreamArn"]  # a new stream: the old items were published
+        streams = target.session().client("dynamodbstreams", endpoint_url=endpoint.url)
+        shard = streams.describe_stream(StreamArn=description["LatestStreamArn"])[
+            "StreamDescription"
+        ]["Shards"][0]
+        iterator = streams.get_shard_iterator(
+            StreamArn=description["LatestStreamArn"],
+            ShardId=shard["ShardId"],
+            ShardIteratorType="TRIM_HORIZON",
+        )["ShardIterator"]
+        assert streams.get_records(ShardIterator=iterator)["Records"] == []
+    finally:
+        endpoint.stop()
+    conn = connect(db)
+    try:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "dynamodb_items_legacy" not in names
+        assert snapshot_counts(conn) == {"old": 3}
+    finally:
+        conn.close()
