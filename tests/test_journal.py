@@ -96,6 +96,19 @@ def test_many_threads_every_entry_once_in_ticket_order(tmp_path: Path) -> None:
     assert journal.groups <= journal.written
 
 
+def test_after_close_a_write_is_refused_not_acknowledged(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "db", 1)
+    first = journal.reserve()
+    journal.append(first, encode({"n": 1}))
+    journal.close()  # writes what was appended
+    assert entries_of(segment_path(tmp_path / "db", 1)) == [{"n": 1}]
+    late = journal.reserve()  # a request that was already in the server
+    journal.append(late, encode({"n": 2}))
+    with pytest.raises(RuntimeError, match="closed"):
+        journal.wait(late)
+    assert entries_of(segment_path(tmp_path / "db", 1)) == [{"n": 1}]
+
+
 def test_empty_entries_advance_without_writing(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "db", 1)
     ticket = journal.reserve()

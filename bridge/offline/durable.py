@@ -206,10 +206,17 @@ def _hook_table_method(cls: Any, method: str, fresh: bool, with_items: bool) -> 
 # --------------------------------------------------------------------------- moto state
 
 
-def _backend(account: str, region: str) -> Any:
-    from moto.dynamodb.models import dynamodb_backends
+_backends: dict[tuple[str, str], Any] = {}
 
-    return dynamodb_backends[account][region]
+
+def _backend(account: str, region: str) -> Any:
+    """moto's backend of an account and region (looked up once: moto's lookup is slow)."""
+    backend = _backends.get((account, region))
+    if backend is None:
+        from moto.dynamodb.models import dynamodb_backends
+
+        backend = _backends[(account, region)] = dynamodb_backends[account][region]
+    return backend
 
 
 def _all_tables() -> list[Any]:
@@ -260,7 +267,7 @@ def _record_object(data: dict[str, Any]) -> Any:
     dynamodb = dict(data["dynamodb"])
     if isinstance(dynamodb.get(_TIME), str):
         dynamodb[_TIME] = datetime.fromisoformat(dynamodb[_TIME])
-    record = StreamRecord.__new__(StreamRecord)
+    record = object.__new__(StreamRecord)  # untracked, as _make_item's items
     record.record = {**data, "dynamodb": dynamodb}
     return record
 
@@ -270,17 +277,34 @@ def _sequence(record: Any) -> int:
 
 
 def _make_item(table: Any, image: dict[str, Any]) -> Any:
-    """A moto Item from a stored image, without moto's per-attribute size check
-    (quadratic in the attributes; the image passed it when it was written)."""
-    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+    """A moto Item from a stored image, built directly: moto's constructor checks the
+    size once per attribute (quadratic; the image passed when it was written) and
+    keeps every instance in a list forever (what its reset API walks)."""
+    from moto.dynamodb.models.dynamo_type import Item, LimitedSizeDict
 
-    item = Item.__new__(Item)
-    item.hash_key = DynamoType(image[table.hash_key_attr])
-    item.range_key = DynamoType(image[table.range_key_attr]) if table.range_key_attr else None
+    item = object.__new__(Item)
     attrs = LimitedSizeDict.__new__(LimitedSizeDict)
-    dict.update(attrs, {name: DynamoType(value) for name, value in image.items()})
+    dict.update(attrs, {name: _dynamo(value) for name, value in image.items()})
     item.attrs = attrs
+    item.hash_key = attrs[table.hash_key_attr]
+    item.range_key = attrs[table.range_key_attr] if table.range_key_attr else None
     return item
+
+
+def _dynamo(value: dict[str, Any]) -> Any:
+    """``DynamoType(value)``, without its constructor's generic detours (a restart
+    builds hundreds of thousands)."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    ((kind, inner),) = value.items()
+    typed = DynamoType.__new__(DynamoType)
+    typed.type = kind
+    if kind == "L":
+        inner = [_dynamo(v) for v in inner]
+    elif kind == "M":
+        inner = {k: _dynamo(v) for k, v in inner.items()}
+    typed.value = inner
+    return typed
 
 
 def _store_item(table: Any, item: Any) -> None:
@@ -475,9 +499,9 @@ class DurableTables:
             if stream is None:
                 new_streams.add((account, region, name))
                 continue
-            records = [
-                _record_object(r) for r in state.snapshot_records(conn, account, region, name)
-            ]
+            published = state.checkpoint(conn, stream.get("arn"))
+            kept = state.snapshot_records(conn, account, region, name, after=published)
+            records = [_record_object(r) for r in kept]
             _set_stream(table, stream, records)
         return new_streams
 

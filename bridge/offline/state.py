@@ -426,13 +426,13 @@ def snapshot_items(
 
 
 def snapshot_records(
-    conn: sqlite3.Connection, account: str, region: str, name: str
+    conn: sqlite3.Connection, account: str, region: str, name: str, after: int | None = None
 ) -> list[dict[str, Any]]:
-    """The stream records kept for one table, in sequence order."""
+    """The stream records kept for one table (those after ``after``), in sequence order."""
     rows = conn.execute(
         "SELECT record FROM dynamodb_stream_records WHERE account = ? AND region = ? "
-        "AND table_name = ? ORDER BY sequence_number",
-        (account, region, name),
+        "AND table_name = ? AND sequence_number > ? ORDER BY sequence_number",
+        (account, region, name, "" if after is None else sequence_text(after)),
     ).fetchall()
     return [journal.loads(row[0]) for row in rows]
 
