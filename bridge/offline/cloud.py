@@ -9,9 +9,10 @@ is the code AWS runs; only endpoints differ (``AWS_ENDPOINT_URL_*``).
 
 Shutdown order is what makes "nothing lost" true: stop taking writes, publish what
 the stream still holds, let running functions finish, flush the archive, and only
-then snapshot the tables and stop the endpoints. While running, the tables are also
-saved in quiet moments, so a crash (``kill -9``, a power cut) loses only the writes
-since the last quiet moment rather than everything since the start.
+then fold the tables' journal into their snapshot and stop the endpoints. A crash
+loses nothing the embedded DynamoDB acknowledged: it journals every write before
+answering (:mod:`bridge.offline.durable`), and a stream checkpoint moves only past
+events the archive holds. Quiet moments fold the journal, so restarts stay quick.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,17 +58,7 @@ from bridge.core.subscriptions import (
 from bridge.offline.dynamodb import DynamoDBProcess
 from bridge.offline.poller import StreamPoller
 from bridge.offline.ports import free_port, wait_port_free
-from bridge.offline.state import (
-    Checkpoints,
-    DatabaseLock,
-    ReadHalted,
-    check_database,
-    read_tables,
-    remove_database,
-    restore_tables,
-    save_tables,
-    write_snapshot,
-)
+from bridge.offline.state import Checkpoints, DatabaseLock, check_database, remove_database
 
 if TYPE_CHECKING:
     from bridge.offline.bus import Rule
@@ -128,7 +118,8 @@ class OfflineOptions:
     bridge_port: int = 3002
     bridge_iam_auth: bool = True  # False (--no-iam-auth): the bridge API takes anyone
     iam_keys: tuple[SigningKey, ...] = ()  # accepted besides local/local, on both APIs
-    autosave: float = 2.0  # seconds of quiet before the tables are saved; 0: never
+    autosave: float = 2.0  # seconds of quiet before the journal is folded; 0: never
+    fsync: bool = False  # the embedded DynamoDB's journal also survives a power cut
     keep_tables: bool = True  # False: a throwaway cloud (the demo) saves nothing
     ws_routes: dict[str, str] = field(default_factory=dict)  # route key → handler
 
@@ -149,7 +140,6 @@ class LocalCloud:
         self._client: Any = None  # the DynamoDB client, made at start
         self._autosave_task: asyncio.Task[None] | None = None
         self._autosave_stop = asyncio.Event()
-        self._autosave_halt = threading.Event()  # the same, seen from the scanning thread
         self.broken = asyncio.Event()  # a part died under us: stop, there is no draining
         self.broken_reason = ""
         self._cleanups: list[Any] = []  # how to undo what started, in order
@@ -285,8 +275,9 @@ class LocalCloud:
         lock = self._lock = DatabaseLock(db).acquire()
         if lock.stale:
             log.warning(
-                "the last `bridge offline` on %s did not stop cleanly (killed?): its "
-                "tables are as it last saved them (at a quiet moment or a clean stop)",
+                "the last `bridge offline` on %s did not stop cleanly (killed?): every "
+                "write its DynamoDB acknowledged is restored, and what it had not "
+                "published yet is published now",
                 db,
             )
         return lock
@@ -316,7 +307,14 @@ class LocalCloud:
         o = self.options
         if o.dynamodb_endpoint:
             return
-        self.embedded = DynamoDBProcess(o.host, o.dynamodb_port, FUNCTIONS_KEY)
+        self.embedded = DynamoDBProcess(
+            o.host,
+            o.dynamodb_port,
+            FUNCTIONS_KEY,
+            db=o.db if o.keep_tables else None,
+            region=o.region,
+            fsync=o.fsync,
+        )
         await asyncio.to_thread(self.embedded.start)
         self._cleanups.append(self.embedded.stop)
         self.dynamodb_url = self.embedded.url
@@ -329,11 +327,11 @@ class LocalCloud:
         from bridge.store import create_tables
 
         o = self.options
-        # One client for the poller, the saves and restore (boto3 clients are
-        # safe to share between threads).
+        # One client for the poller and the table creation (boto3 clients are safe
+        # to share between threads).
         client = self._client = session.client("dynamodb", endpoint_url=self.dynamodb_url)
         if self.embedded:
-            self.restored = await asyncio.to_thread(restore_tables, client, o.db)
+            self.restored = self.embedded.restored  # rebuilt by the child before serving
         dynamodb = session.resource("dynamodb", endpoint_url=self.dynamodb_url)
         await asyncio.to_thread(
             create_tables, dynamodb, log_table_name(o.stage), core_table_name(o.stage)
@@ -413,7 +411,7 @@ class LocalCloud:
             dynamodb=self._client,
             streams=session.client("dynamodbstreams", endpoint_url=self.dynamodb_url),
             table_name=log_table_name(o.stage),
-            invoke=lambda event: self.runtime.invoke(PUBLISHER, event),
+            invoke=self._publish,
             checkpoints=checkpoints,
             batch_window=o.batch_window,
         )
@@ -426,6 +424,13 @@ class LocalCloud:
                 self._autosave(o.autosave, writes_before_clients), name="autosave"
             )
             self._cleanups.append(self._stop_autosave)
+
+    async def _publish(self, event: dict[str, Any]) -> Any:
+        """The publisher on a batch of stream records; the archive holds its events
+        before the poller checkpoints past them, so a crash can't skip archiving one."""
+        result = await self.runtime.invoke(PUBLISHER, event)
+        await self.archive.flush()
+        return result
 
     def _route_functions(self) -> list[FunctionSpec]:
         return [
@@ -622,40 +627,30 @@ class LocalCloud:
         log.info("pipeline drained: %d stream records published in all", self.poller.published)
 
     async def _autosave(self, interval: float, saved: int) -> None:
-        """Save the tables whenever the endpoint has been quiet for ``interval`` seconds.
+        """Fold the journal into the snapshot whenever the endpoint has been quiet for
+        ``interval`` seconds, everything written published and handled.
 
-        ``saved`` counts the writes the stored snapshot already holds. A saved item
-        must have had its event published: after a crash the tables are restored with
-        their streams off, so an unpublished item in the snapshot would never be
-        published. Hence a save needs no write running or started since the quiet
-        check, the stream read past the last write, and no function still busy.
-        A scan spoilt by a write doubles the quiet time asked for next (up to a
-        minute), so big tables under sparse writes are not scanned over and over.
+        Every acknowledged write is durable in the journal already; folding in a lull
+        only keeps the next start quick (the endpoint also folds by itself, every
+        10,000 writes). ``saved`` counts the writes the snapshot already holds.
         """
         assert self.embedded is not None
-        interval = wait = max(interval, 0.1)
+        interval = max(interval, 0.1)
         last = saved
-        while not await self._autosave_stopping(wait):
+        while not await self._autosave_stopping(interval):
             try:
                 writes, writing = await asyncio.to_thread(self.embedded.write_counts)
                 quiet = writes == last and not writing
                 last = writes
                 if writes == saved or not quiet or not await self._settled(time.monotonic()):
                     continue
-                snapshot = await asyncio.to_thread(read_tables, self._client, self._autosave_halt)
-                if (await asyncio.to_thread(self.embedded.write_counts))[0] != writes:
-                    wait = min(wait * 2, 60.0)  # written to while read: wait for a longer lull
-                    continue
                 if self._autosave_stop.is_set():
-                    return  # the clean stop saves after draining; this one would be older
-                await self.archive.flush()
-                counts = await asyncio.to_thread(write_snapshot, self.options.db, snapshot)
-            except ReadHalted:
-                return  # stopping: the clean stop makes the final save
-            except Exception as error:  # noqa: BLE001 - the clean stop still saves
-                log.warning("saving the tables in a quiet moment failed: %s", error)
+                    return  # the clean stop folds after draining
+                counts = await asyncio.to_thread(self.embedded.fold)
+            except Exception as error:  # noqa: BLE001 - the journal keeps it all anyway
+                log.warning("folding the tables' journal in a quiet moment failed: %s", error)
                 continue
-            saved, wait = writes, interval
+            saved = writes
             log.info("tables saved: %d items in %d tables", sum(counts.values()), len(counts))
 
     async def _autosave_stopping(self, seconds: float) -> bool:
@@ -673,16 +668,15 @@ class LocalCloud:
         return False
 
     async def _stop_autosave(self) -> None:
-        """End the autosave: a scan under way stops at its next page (threads can't be
-        cancelled, so it is asked to), a snapshot being written is finished."""
+        """End the autosave (a fold under way is finished)."""
         self._autosave_stop.set()
-        self._autosave_halt.set()
         if self._autosave_task is not None:
             await asyncio.gather(self._autosave_task, return_exceptions=True)
             self._autosave_task = None
 
     async def _save_tables(self) -> dict[str, int]:
-        return await asyncio.to_thread(save_tables, self._client, self.options.db)
+        assert self.embedded is not None
+        return await asyncio.to_thread(self.embedded.fold)
 
     def _release_lock(self) -> None:
         if self._lock is not None:
