@@ -140,7 +140,7 @@ class SqliteSink:
         conn = self._conn
         if conn is None:
             raise RuntimeError("the sqlite sink is not open")
-        rows = [archive.row_for(dict(event)) for event in events]
+        rows = [archive.insert_values(dict(event)) for event in events]
         before = conn.total_changes
         await conn.executemany(archive.INSERT, rows)
         new = conn.total_changes - before
