@@ -119,7 +119,11 @@ def _trim_acked(
     if through <= previous:
         return
     key = session_key(record.owner, record.name)
-    index = [(c, cum) for c, _, cum in bridge.buffer_index(key, previous, 0.0) if c <= through]
+    index: list[tuple[int, int]] = []
+    for cursor, _, cum in bridge.buffer_index(key, previous, 0.0):
+        if cursor > through:
+            break  # the index is in cursor order: the rest stays
+        index.append((cursor, cum))
     bridge.buffer_delete(key, [cursor for cursor, _ in index])
     if index:
         bridge.raise_floor(key, through, index[-1][1])
