@@ -18,6 +18,7 @@ either finds the event in the buffer on ``resume`` or gets it posted.
 from __future__ import annotations
 
 import time
+from itertools import takewhile
 from typing import Any
 
 from bridge.core import wire
@@ -121,7 +122,9 @@ def _drop_oldest(
     now: float,
 ) -> SessionRecord:
     """Delete cursors first..last from the buffer and record the gap on the session."""
-    doomed = [c for c, _, _ in bridge.buffer_index(key, first - 1, 0.0) if c <= last]
+    doomed = list(
+        takewhile(lambda c: c <= last, (c for c, _, _ in bridge.buffer_index(key, first - 1, 0.0)))
+    )
     for _ in range(_bridge.SAVE_ATTEMPTS):
         changed = add_gap(record, first, last, GAP_REASON)
         try:
