@@ -68,6 +68,11 @@ class Settings:
         return any(address in network for network in self.allowed)
 
 
+def sessions_cache_seconds() -> float:
+    """How long a forwarder trusts its copy of the sessions (``BRIDGE_SESSIONS_CACHE``)."""
+    return max(0.0, float(_env.setting("BRIDGE_SESSIONS_CACHE", "1.0")))
+
+
 def settings() -> Settings:
     return Settings.from_environment()
 
@@ -187,6 +192,7 @@ __all__ = [
     "principal",
     "save",
     "session_key",
+    "sessions_cache_seconds",
     "settings",
     "source_ip",
     "table",

@@ -7,7 +7,11 @@ the client exactly which cursors went), and posts the event to the session's ope
 connection, read again *after* the buffer write so that a client connecting meanwhile
 either finds the event in the buffer on ``resume`` or gets it posted.
 
-* With no session open the whole cost is one Query of the sessions partition.
+* With no session open the whole cost is one cached lookup: the sessions are read
+  with one Query at most every ``BRIDGE_SESSIONS_CACHE`` seconds (default 1) per
+  container. A new or changed subscription is answered only after that long (see
+  bridge-message), so no event after ``subscribed`` is missed by a stale cache; a
+  stale connection id only costs a 410 and a fresh read.
 * 410 from a post: the connection is gone; it is detached, the buffer keeps the event,
   and the invocation succeeds (EventBridge must not retry the event for everyone).
 * 429: :class:`~bridge.lambdas._bridge_post.Poster` backs off; the buffer holds it.
@@ -30,19 +34,30 @@ from bridge.lambdas._bridge_post import Posted
 from bridge.lambdas._bridge_table import BridgeTable, session_key
 
 GAP_REASON = "buffer cap"
+_cache: tuple[float, list[SessionRecord]] = (0.0, [])
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    config = _bridge.settings()
-    bridge = _bridge.table(config)
-    now = time.time()
+def _sessions(bridge: BridgeTable, now: float) -> list[SessionRecord]:
+    """The live sessions, from this container's cache while it is fresh."""
+    global _cache
+    fresh_until, records = _cache
+    if time.monotonic() < fresh_until:
+        return records
     records = []
     for item in bridge.sessions(now):
         try:
             records.append(SessionRecord.from_item(item))
         except wire.LocalProtocolError as error:
             _env.log("skipped a broken session item", error=str(error))
-    matching = [record for record in records if wants(record, event, now)]
+    _cache = (time.monotonic() + _bridge.sessions_cache_seconds(), records)
+    return records
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    config = _bridge.settings()
+    bridge = _bridge.table(config)
+    now = time.time()
+    matching = [record for record in _sessions(bridge, now) if wants(record, event, now)]
     if not matching:
         return {"sessions": 0}
     text = wire.json_text(event)

@@ -27,6 +27,9 @@ from bridge.lambdas import _bridge, _env
 from bridge.lambdas._bridge_post import Posted
 from bridge.lambdas._bridge_table import BridgeTable, session_key
 
+#: Beyond the forwarders' cache time, for an invocation that read just before it ended.
+SUBSCRIBE_MARGIN = 0.25
+
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = _bridge.settings()
@@ -93,6 +96,10 @@ def _carry_out(
         if plan.notice:
             _bridge.post_all(plan.supersede, [plan.notice])
         _bridge.poster().close(plan.supersede)
+    if plan.save is not None and _subscription_changed(before, plan.save):
+        # Forwarders keep the sessions for a moment: answer once every copy has been
+        # read again, so no event after ``subscribed`` can miss this subscription.
+        time.sleep(_bridge.sessions_cache_seconds() + SUBSCRIBE_MARGIN)
     outcome = _bridge.post_all(connection, plan.send)
     if outcome is Posted.GONE:
         return
@@ -104,6 +111,14 @@ def _carry_out(
         _drop(bridge, owner, connection, plan.drop, now)
     if plan.close:
         _bridge.poster().close(connection)
+
+
+def _subscription_changed(before: SessionRecord | None, after: SessionRecord) -> bool:
+    if not after.subscribed:
+        return False
+    if before is None or not before.subscribed:
+        return True
+    return (before.pattern, before.replay) != (after.pattern, after.replay)
 
 
 def _reset_buffer(bridge: BridgeTable, record: SessionRecord) -> None:
