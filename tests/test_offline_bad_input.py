@@ -20,9 +20,9 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from offline_process import LOCAL_ENV, OfflineProcess
 
 from bridge.archive import iter_events
-from tests.offline_process import LOCAL_ENV, OfflineProcess
 
 AWS = Path(sys.executable).with_name("aws")
 HEAD = (
