@@ -20,6 +20,7 @@ test: lint
 lint: $(BIN)/bridge
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(BIN)/bridge
 	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done

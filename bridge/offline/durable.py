@@ -141,8 +141,8 @@ def install() -> None:
             # read from the horizon on instead of failing moto's assertion.
             return get(self, max(start, self.starting_sequence_number), quantity)
 
-        StreamShard.add = add_unless_unchanged
-        StreamShard.get = get_from_trim_horizon
+        _patch(StreamShard, "add", add_unless_unchanged)
+        _patch(StreamShard, "get", get_from_trim_horizon)
 
         put, delete = Table.put_item, Table.delete_item
 
@@ -160,8 +160,8 @@ def install() -> None:
                 _recording.key(self, item.hash_key, item.range_key)
             return item
 
-        Table.put_item = put_item
-        Table.delete_item = delete_item
+        _patch(Table, "put_item", put_item)
+        _patch(Table, "delete_item", delete_item)
 
         update = DynamoDBBackend.update_item
 
@@ -172,7 +172,7 @@ def install() -> None:
                 _recording.key(self.get_table(table_name), item.hash_key, item.range_key)
             return item
 
-        DynamoDBBackend.update_item = update_item
+        _patch(DynamoDBBackend, "update_item", update_item)
         for method, fresh, with_items in (
             ("create_table", True, False),
             ("delete_table", False, False),
@@ -200,7 +200,13 @@ def _hook_table_method(cls: Any, method: str, fresh: bool, with_items: bool) -> 
             _recording.table((self.account_id, self.region_name, name), fresh, with_items)
         return result
 
-    setattr(cls, method, hooked)
+    _patch(cls, method, hooked)
+
+
+def _patch(owner: type, name: str, replacement: Callable[..., Any]) -> None:
+    """Replace a method of one of moto's model classes — what these hooks are for. mypy
+    rightly refuses assigning to a method; replacing one on purpose is said here, once."""
+    setattr(owner, name, replacement)
 
 
 # --------------------------------------------------------------------------- moto state
@@ -222,7 +228,7 @@ def _backend(account: str, region: str) -> Any:
 def _all_tables() -> list[Any]:
     from moto.dynamodb.models import dynamodb_backends
 
-    tables = []
+    tables: list[Any] = []
     for account in list(dynamodb_backends):
         for region in list(dynamodb_backends[account]):
             tables.extend(dynamodb_backends[account][region].tables.values())

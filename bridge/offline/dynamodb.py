@@ -104,9 +104,9 @@ class _Gate:
             return self._close_writes(start_response)
         if environ["REQUEST_METHOD"] == "GET" and environ.get("PATH_INFO") == WRITES_PATH:
             with self._lock:
-                body = json.dumps({"writes": self.writes, "writing": self.writing})
+                written = json.dumps({"writes": self.writes, "writing": self.writing})
             start_response("200 OK", [("Content-Type", "application/json")])
-            return [body.encode()]
+            return [written.encode()]
         if environ["REQUEST_METHOD"] == "POST" and environ.get("PATH_INFO") == FOLD_PATH:
             counts = self.tables.fold() if self.tables is not None else {}
             start_response("200 OK", [("Content-Type", "application/json")])
@@ -308,7 +308,7 @@ class DynamoDBProcess:
             command += ["--fsync"] if self.fsync else []
             if self.segment_entries != SEGMENT_ENTRIES:
                 command += ["--segment-entries", str(self.segment_entries)]
-        self._process = subprocess.Popen(
+        process = self._process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -316,10 +316,11 @@ class DynamoDBProcess:
             text=True,
             start_new_session=True,
         )
-        ready = self._process.stdout.readline()
+        assert process.stdout is not None and process.stderr is not None  # PIPE, above
+        ready = process.stdout.readline()
         if not ready:
-            error = self._process.stderr.read().strip().splitlines()
-            self._process.wait()
+            error = process.stderr.read().strip().splitlines()
+            process.wait()
             reason = error[-1].removeprefix("error: ") if error else "no reason given"
             raise BridgeError(f"the embedded DynamoDB did not start: {reason}")
         started = json.loads(ready)
@@ -372,7 +373,8 @@ class DynamoDBProcess:
     def stop(self) -> None:
         if self._process is None:
             return
-        self._process.stdin.close()  # the child's signal to exit
+        if self._process.stdin is not None:  # (always: started with stdin=PIPE)
+            self._process.stdin.close()  # the child's signal to exit
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -422,7 +424,12 @@ def main() -> None:
     print(json.dumps(ready), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+
+    def exit_when_stdin_closes() -> None:  # the parent's pipe: closed when it ends
+        sys.stdin.read()
+        done.set()
+
+    threading.Thread(target=exit_when_stdin_closes, daemon=True).start()
     with contextlib.suppress(KeyboardInterrupt):
         done.wait()
     server.stop()
