@@ -37,6 +37,7 @@ from typing import Any
 
 from bridge.core.errors import BridgeError
 from bridge.core.names import DEFAULT_REGION
+from bridge.filelock import FileLock
 from bridge.offline import journal
 
 # The account moto serves any local access key from: the embedded endpoint's tables
@@ -94,41 +95,22 @@ _LEGACY_TABLES = "dynamodb_tables_legacy"
 _LEGACY_ITEMS = "dynamodb_items_legacy"
 
 
-class DatabaseLock:
+class DatabaseLock(FileLock):
     """``{db}.lock``, held while `bridge offline` runs: a second one on the same file,
-    or `bridge clean` under a running one, is refused instead of corrupting the data."""
+    or `bridge clean` under a running one, is refused instead of corrupting the data.
+
+    A :class:`~bridge.filelock.FileLock` with offline's refusal; ``stale`` says that the
+    previous run ended without a clean stop (the lock file outlives only such a run).
+    """
 
     def __init__(self, db: str | Path) -> None:
-        self.path = Path(f"{db}.lock")
-        self._file: Any = None
-        self.stale = False  # a previous run ended without a clean stop
+        super().__init__(
+            db, busy=f"{Path(db)} is in use by a running `bridge offline`; stop it first"
+        )
 
     def acquire(self) -> DatabaseLock:
-        import fcntl
-
-        # The file outlives only a run that never stopped cleanly (release removes it).
-        self.stale = self.path.exists()
-        try:
-            handle = self.path.open("a+")
-        except OSError as error:  # a missing or read-only folder
-            raise BridgeError(f"cannot use {self.path}: {error.strerror or error}") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise BridgeError(
-                f"{self.path.with_suffix('')} is in use by a running `bridge "
-                "offline`; stop it first"
-            ) from None
-        self._file = handle
+        super().acquire()
         return self
-
-    def release(self) -> None:
-        """Remove the lock file while still holding it, then let go."""
-        if self._file is not None:
-            self.path.unlink(missing_ok=True)
-            self._file.close()
-            self._file = None
 
 
 def check_database(path: str | Path) -> None:
