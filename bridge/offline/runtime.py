@@ -36,6 +36,7 @@ after N.NN seconds``) and ``Runtime.ExitError`` (the sandbox process exited).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import logging
@@ -67,8 +68,10 @@ from bridge.core.names import (
 )
 from bridge.core.subscriptions import FunctionSpec
 from bridge.offline.worker_protocol import (
+    MAX_LINE_BYTES,
     Reply,
     WorkerProtocolError,
+    cut_marker,
     decode_ready,
     decode_reply,
     encode_request,
@@ -84,8 +87,14 @@ EXECUTION_ENV = f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.mi
 INIT_TIMEOUT = 10.0
 #: How long a sandbox may take to exit after its input was closed, before it is killed.
 STOP_GRACE = 2.0
-#: Largest protocol line read from a sandbox (Lambda's synchronous payload limit is 6 MB).
-LINE_LIMIT = 16 * 1024 * 1024
+#: Largest protocol line read from a sandbox (Lambda's synchronous payload limit is 6 MB);
+#: also the most of one log line held in memory at once.
+LINE_LIMIT = MAX_LINE_BYTES
+#: The longest line of a function's log passed on whole: 256 KiB, the most one CloudWatch
+#: Logs event holds. A longer line (a handler printing a huge value) keeps its first
+#: LOG_LINE_LIMIT bytes and ends in the protocol's cut marker, ``… [cut: N bytes, the
+#: first M kept]``; its tail is never logged as a line of its own.
+LOG_LINE_LIMIT = 256 * 1024
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "offline", "AWS_SECRET_ACCESS_KEY": "offline"}
 
 SANDBOX_TIMEDOUT = "Sandbox.Timedout"
@@ -210,7 +219,10 @@ class _Sandbox:
         """The next protocol line, decoded; a line that breaks the protocol ends the sandbox
         (it cannot happen with the worker's clean channel; be safe)."""
         assert self.process.stdout is not None
-        line = await self.process.stdout.readline()
+        try:
+            line = await self.process.stdout.readline()
+        except ValueError:  # longer than MAX_LINE_BYTES: the worker never writes one
+            raise _SandboxExited(None) from None
         if not line:
             raise _SandboxExited(await self._exit_status())
         try:
@@ -228,13 +240,10 @@ class _Sandbox:
         stream = self.process.stderr
         assert stream is not None
         while True:
-            try:
-                raw = await stream.readline()
-            except ValueError:  # a line longer than LINE_LIMIT: skip what was buffered
-                continue
-            if not raw:
+            text = await read_log_line(stream, LOG_LINE_LIMIT)
+            if text is None:
                 return
-            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            text = text.rstrip("\r")
             if not text.strip():
                 continue
             level = _LOG_LEVELS.get(text.split("\t", 1)[0].split(" ", 1)[0], logging.INFO)
@@ -674,6 +683,44 @@ class FunctionRuntime:
             }
         )
         return env
+
+
+async def read_log_line(stream: asyncio.StreamReader, limit: int) -> str | None:
+    """The next line of a function's log (without its end), at most ``limit`` bytes of
+    it with the cut marker after; None once the stream is over.
+
+    ``readline`` would not do: on a line longer than the stream's limit it drops what it
+    had read, and the line's tail would come next as a line of its own. ``readuntil``
+    leaves an overlong line in the buffer, so it is taken in pieces: the head kept, the
+    rest counted and let go, never more than the stream's limit held at once.
+    """
+    head = bytearray()
+    total = 0
+    while True:
+        try:
+            piece = await stream.readuntil(b"\n")
+            ended = True
+        except asyncio.IncompleteReadError as eof:  # the stream ended: the last line
+            piece, ended = eof.partial, True
+            if not piece and not total:
+                return None
+        except asyncio.LimitOverrunError as overrun:  # no end within the stream's limit
+            piece, ended = await stream.read(overrun.consumed), False
+        if ended:
+            piece = piece.removesuffix(b"\n")
+        total += len(piece)
+        if len(head) <= limit:
+            head += piece[: limit + 1 - len(head)]  # one byte more: shows a cut is due
+        if ended:
+            break
+    if total <= limit:
+        return head.decode("utf-8", "replace")
+    # A character split by the cut is left out (the decoder holds its first bytes back),
+    # not shown as a replacement character.
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    kept = decoder.decode(bytes(head[:limit]))
+    held_back = len(decoder.getstate()[0])
+    return kept + cut_marker(total, limit - held_back)
 
 
 def _encode_event(event: Any) -> str:

@@ -45,6 +45,7 @@ from bridge.core.failure import error_payload, runtime_error
 from bridge.offline.worker_protocol import (
     Request,
     Watch,
+    bounded_error,
     decode_request,
     encode_ready,
     encode_reply,
@@ -152,6 +153,11 @@ class Sandbox:
         After a failed init, Lambda tries again on the next invocation; so does
         :meth:`invoke`, which is how fixing a syntax error takes effect.
         """
+        self._load()
+        if self.init_error is not None:  # a module may raise a message of any size
+            self.init_error = bounded_error(self.init_error)
+
+    def _load(self) -> None:
         self.handler, self.init_error = None, None
         module_name, _, function_name = self.handler_name.rpartition(".")
         if not module_name:
@@ -218,7 +224,9 @@ class Sandbox:
 
 
 def _failed(error: dict[str, Any]) -> Outcome:
-    """An invocation's error: reported, and written to the function's log as Lambda does."""
+    """An invocation's error: reported, and written to the function's log as Lambda does;
+    cut to the protocol's size for an error first (an exception's message may be huge)."""
+    error = bounded_error(error)
     _log_error(error)
     return Outcome(error=error)
 

@@ -34,6 +34,15 @@ receiving end decodes them.
 A line that breaks the format raises :class:`WorkerProtocolError`, and nothing
 else: the runtime then treats the sandbox as broken, never trusting the channel
 again. Pure: no I/O, the stdlib only, so the worker starts fast.
+
+**Sizes.** No protocol line is longer than :data:`MAX_LINE_BYTES` (16 MiB): the runtime
+reads no more per line, and a longer one breaks the channel like any malformed line.
+The worker keeps within it: a result over Lambda's 6 MB response limit is an error
+(``Function.ResponseSizeTooLarge``), and an error report is cut to
+:data:`MAX_ERROR_BYTES` (:func:`bounded_error`). The function's *log* (the worker's
+stderr, which any code may write to) is no part of the protocol; the runtime cuts its
+lines at ``LOG_LINE_LIMIT`` (:mod:`bridge.offline.runtime`). Whatever is cut ends in
+the one marker :func:`cut_marker` words, saying how long the whole was.
 """
 
 from __future__ import annotations
@@ -44,10 +53,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "MAX_ERROR_BYTES",
+    "MAX_LINE_BYTES",
     "Reply",
     "Request",
     "Watch",
     "WorkerProtocolError",
+    "bounded_error",
+    "cut_marker",
+    "cut_text",
     "decode_ready",
     "decode_reply",
     "decode_request",
@@ -58,6 +72,15 @@ __all__ = [
 
 #: Imported project files: real path → (mtime in ns, size in bytes).
 Watch = dict[str, tuple[int, int]]
+
+#: The longest protocol line, its ``\n`` included (the runtime's read limit).
+MAX_LINE_BYTES = 16 * 1024 * 1024
+#: The most an error report takes on the channel (and in the function's log): 256 KiB,
+#: the size of one CloudWatch Logs event. Its message and trace are cut to fit.
+MAX_ERROR_BYTES = 256 * 1024
+#: Of which the error message may take this much, and each trace entry this much.
+MAX_ERROR_MESSAGE_BYTES = 64 * 1024
+MAX_TRACE_ENTRY_BYTES = 4 * 1024
 
 
 class WorkerProtocolError(Exception):
@@ -132,6 +155,60 @@ def _one_line(text: str, what: str) -> str:
     if not text or text.isspace() or "\n" in text or "\r" in text:
         raise ValueError(f"{what} must be one JSON value on one line")
     return text
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def cut_marker(total: int, kept: int) -> str:
+    """What ends a text that was cut: how long it was and how much of it is kept (bytes
+    of UTF-8), so nobody takes a cut line for the whole."""
+    return f" … [cut: {total:,} bytes, the first {kept:,} kept]"
+
+
+def cut_text(text: str, limit: int) -> str:
+    """``text`` if its UTF-8 fits in ``limit`` bytes, else its head (whole characters
+    only) with :func:`cut_marker` after it."""
+    data = text.encode("utf-8", "surrogatepass")  # a lone surrogate counts, as JSON keeps it
+    if len(data) <= limit:
+        return text
+    for end in range(limit, limit - 4, -1):  # a character the cut splits is left out whole
+        try:
+            head = data[:end].decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            continue
+        return head + cut_marker(len(data), end)
+    raise AssertionError("unreachable: a UTF-8 character is at most 4 bytes")
+
+
+def bounded_error(error: Mapping[str, Any]) -> dict[str, Any]:
+    """An error report (``errorType``, ``errorMessage``, ``trace``) that fits in
+    :data:`MAX_ERROR_BYTES` of JSON: the message and each trace entry cut to their own
+    limits, then the oldest frames left out (the newest, where it failed, are kept)."""
+    out = dict(error)
+    if isinstance(out.get("errorType"), str):
+        out["errorType"] = cut_text(out["errorType"], MAX_TRACE_ENTRY_BYTES)
+    if isinstance(out.get("errorMessage"), str):
+        out["errorMessage"] = cut_text(out["errorMessage"], MAX_ERROR_MESSAGE_BYTES)
+    trace = out.get("trace")
+    if isinstance(trace, list):
+        entries = [cut_text(e, MAX_TRACE_ENTRY_BYTES) if isinstance(e, str) else e for e in trace]
+        budget = MAX_ERROR_BYTES - len(_error_text({**out, "trace": []})) - 256
+        kept: list[Any] = []
+        for entry in reversed(entries):
+            budget -= len(json.dumps(entry)) + 1
+            if budget < 0:
+                kept.append(f"… [{len(entries) - len(kept)} older frames cut]")
+                break
+            kept.append(entry)
+        out["trace"] = kept[::-1]
+    if len(_error_text(out)) > MAX_ERROR_BYTES:  # other fields than those three: drop them
+        out = {key: out[key] for key in ("errorType", "errorMessage", "trace") if key in out}
+    return out
+
+
+def _error_text(error: Mapping[str, Any]) -> str:
+    return json.dumps(error, separators=(",", ":"))
 
 
 # --------------------------------------------------------------------------- decoding
