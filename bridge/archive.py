@@ -424,13 +424,23 @@ def size_bytes(path: PathLike = DEFAULT_PATH) -> int:
 # --------------------------------------------------------------------------- async writer
 
 
+class ArchiveWriterDied(BridgeError):
+    """The archive's writer task died: what it was to write is not in the file."""
+
+
 class ArchiveWriter:
     """Archives events for the bus without ever making ``PutEvents`` wait on disk.
 
-    :meth:`add` only enqueues; a background task writes batches (up to
+    :meth:`add` only enqueues; a background task (:attr:`task`) writes batches (up to
     ``batch_size`` events or ``interval`` seconds, one transaction each) through
     aiosqlite. :meth:`flush` waits for everything added so far; :meth:`close`
     flushes first, so nothing added before shutdown is lost.
+
+    Write errors SQLite reports are logged and counted (:attr:`failed`). Anything else
+    kills the task; then nothing waits for it: a pending :meth:`flush` and every later
+    one raises :class:`ArchiveWriterDied`, :meth:`add` refuses, and :meth:`close` only
+    closes the file. Whoever started the writer learns of its death from :attr:`task`
+    (offline's supervisor watches it).
     """
 
     def __init__(
@@ -452,6 +462,8 @@ class ArchiveWriter:
         self._closed = False
         self._more = asyncio.Event()  # set when events arrive or a flush is asked for
         self._flushers = 0
+        self._death: ArchiveWriterDied | None = None  # what the task died of
+        self._writing = 0  # events of the batch being written now
 
     async def start(self) -> ArchiveWriter:
         """Open the file (creating it and its schema) and start the writer task."""
@@ -470,8 +482,17 @@ class ArchiveWriter:
         self._task = asyncio.create_task(self._run(), name="archive-writer")
         return self
 
+    @property
+    def task(self) -> asyncio.Task[None]:
+        """The writing task (its exception, if it died of one); :meth:`start` first."""
+        if self._task is None:
+            raise RuntimeError("ArchiveWriter.task before start()")
+        return self._task
+
     def add(self, event: dict[str, Any]) -> None:
         """Queue one event for the archive; never blocks. Call :meth:`start` first."""
+        if self._death is not None:
+            raise RuntimeError(str(self._death))
         if self._queue is None or self._closed:
             raise RuntimeError("ArchiveWriter.add() before start() or after close()")
         self._queue.put_nowait(event)
@@ -483,25 +504,29 @@ class ArchiveWriter:
         return self._queue.qsize() if self._queue is not None else 0
 
     async def flush(self) -> None:
-        """Wait until every event added so far is committed to the file."""
+        """Wait until every event added so far is committed to the file; raises
+        :class:`ArchiveWriterDied` if the writer died first (it never waits for it)."""
         if self._queue is None:
             return
         self._flushers += 1
         self._more.set()  # a batch still waiting for company is written at once
         try:
-            await self._queue.join()
+            await self._queue.join()  # a dying writer lets go of what it held: see _run
         finally:
             self._flushers -= 1
+        if self._death is not None:
+            raise self._death
 
     async def close(self) -> None:
-        """Flush everything, then stop the task and close the file."""
+        """Flush everything, then stop the task and close the file (after the writer's
+        death: only close the file; the death is the task's to report)."""
         if self._task is None or self._closed:
             return
         self._closed = True
-        await self.flush()
+        if self._death is None:
+            await self.flush()
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await asyncio.gather(self._task, return_exceptions=True)
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
@@ -513,14 +538,39 @@ class ArchiveWriter:
         await self.close()
 
     async def _run(self) -> None:
+        """Write batches until cancelled; an exception SQLite's error handling in
+        :meth:`_write` did not expect ends the task, never a flush's wait."""
         assert self._queue is not None
+        try:
+            await self._write_batches(self._queue)
+        except Exception as error:
+            lost = self._writing + self._abandon(self._queue)  # the batch was not committed
+            self.failed += lost
+            self._death = ArchiveWriterDied(
+                f"{type(error).__name__}: {error} ({lost} accepted events it still held "
+                "are not archived)"
+            )
+            logger.debug("archive: the writer died", exc_info=error)
+            raise self._death from error
+
+    @staticmethod
+    def _abandon(queue: asyncio.Queue[dict[str, Any]]) -> int:
+        """Let go of every queued event, unwritten, so no flush waits for them; how many."""
+        held = 0
+        while not queue.empty():
+            queue.get_nowait()
+            queue.task_done()
+            held += 1
+        return held
+
+    async def _write_batches(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
+            batch = [await queue.get()]
             deadline = loop.time() + self.interval
             while len(batch) < self.batch_size:
-                if not self._queue.empty():  # one consumer: non-empty stays non-empty
-                    batch.append(self._queue.get_nowait())
+                if not queue.empty():  # one consumer: non-empty stays non-empty
+                    batch.append(queue.get_nowait())
                     continue
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self._flushers:
@@ -530,11 +580,13 @@ class ArchiveWriter:
                     await asyncio.wait_for(self._more.wait(), remaining)
                 except TimeoutError:
                     break
+            self._writing = len(batch)
             try:
                 await self._write(batch)
             finally:
                 for _ in batch:
-                    self._queue.task_done()
+                    queue.task_done()
+            self._writing = 0
 
     async def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         """One transaction; a file locked by another writer (a sink, a user's sqlite3

@@ -31,8 +31,11 @@ class OfflineProcess:
         ports: dict[str, int] | None = None,
         env: dict[str, str] | None = None,
         ignore_hangup: bool = False,
+        program: list[str] | None = None,
     ) -> None:
         self.cwd = cwd
+        # What runs as `bridge` (tests/offline_faults.py runs it with a fault injected).
+        self.program = program or [str(BRIDGE)]
         self.args = args
         self.env = {**os.environ, **LOCAL_ENV, **(env or {})}
         self.ignore_hangup = ignore_hangup  # started as `nohup` starts it
@@ -63,7 +66,7 @@ class OfflineProcess:
     def start(self) -> OfflineProcess:
         self.process = subprocess.Popen(
             [
-                str(BRIDGE),
+                *self.program,
                 "offline",
                 "--json",
                 "--dynamodb-port",

@@ -13,6 +13,12 @@ Replays read the SQLite archive back and re-dispatch its events with a top-level
 ``replay-name``, only to the rules named in ``FilterArns`` (all rules when none),
 and never archive them again.
 
+Each replay runs in a task of its own, handed to ``supervise``: one that dies of an
+exception nobody expected ends FAILED and breaks the local cloud (see
+:mod:`bridge.offline.supervisor`), rather than staying RUNNING forever. Once the
+cloud broke, :meth:`Bus.halt` makes every entry fail with ``InternalFailure``: an event
+accepted then could be neither handled nor, maybe, archived.
+
 Deliberate difference from AWS: an entry for a bus that does not exist fails with
 ``InvalidArgument`` here, where AWS accepts it and drops the event silently — a
 typo in ``EventBusName`` should be loud on a laptop. Nothing else differs on
@@ -58,6 +64,7 @@ from bridge.core.names import (
     rule_name,
 )
 from bridge.core.patterns import Pattern, validate_pattern
+from bridge.offline.supervisor import Supervise, death_line, report_death
 
 if TYPE_CHECKING:
     from bridge.core.subscriptions import Subscriptions
@@ -266,8 +273,11 @@ class Bus:
         region: str = DEFAULT_REGION,
         account: str = LOCAL_ACCOUNT,
         backlog: Callable[[], int] = lambda: 0,
+        supervise: Supervise = report_death,
     ) -> None:
         self.name = name
+        self.supervise = supervise
+        self.halted: str | None = None  # why PutEvents takes nothing any more
         self.backlog = backlog  # deliveries not yet handled; replays wait while it is high
         self.region = region
         self.account = account
@@ -364,7 +374,17 @@ class Bus:
         self.rejected += failed
         return results
 
+    def halt(self, reason: str) -> None:
+        """The local cloud broke: refuse every entry from now on, stop the replays."""
+        self.halted = reason
+        for replay in self.replays.values():
+            if not replay.done and replay.task is not None:
+                replay.state_reason = reason
+                replay.task.cancel()
+
     def _put_one(self, entry: dict[str, Any]) -> dict[str, Any]:
+        if self.halted is not None:
+            return _entry_error("InternalFailure", f"bridge offline is stopping: {self.halted}")
         detail = _detail_of(entry)  # parsed once: checked here, delivered in the envelope
         problem = self._check_entry(entry, detail)
         if problem is not None:
@@ -547,6 +567,7 @@ class Bus:
         self.replays[name] = replay
         replay.task = asyncio.create_task(self._replay(replay), name=f"replay-{name}")
         replay.task.add_done_callback(lambda task: _settle(replay, task))
+        self.supervise(replay.task, f"the replay {name}")
         return {
             "ReplayArn": replay.arn,
             "State": replay.state.value,
@@ -651,7 +672,7 @@ class Bus:
             logger.info("replay %s: %d events replayed", replay.name, replay.replayed)
         except asyncio.CancelledError:
             replay.state = ReplayState.CANCELLED
-            replay.state_reason = "Replay cancelled"
+            replay.state_reason = replay.state_reason or "Replay cancelled"
             raise
         except (BridgeError, OSError, ValueError, sqlite3.Error) as error:
             replay.state = ReplayState.FAILED
@@ -662,10 +683,15 @@ class Bus:
 
 
 def _settle(replay: Replay, task: asyncio.Task[None]) -> None:
-    """A replay cancelled before its task ever ran still ends CANCELLED, not CANCELLING."""
+    """A replay cancelled before its task ever ran still ends CANCELLED, not CANCELLING;
+    one whose task died of an unexpected exception ends FAILED, saying of what."""
     if task.cancelled() and not replay.done:
         replay.state = ReplayState.CANCELLED
-        replay.state_reason = "Replay cancelled"
+        replay.state_reason = replay.state_reason or "Replay cancelled"
+        replay.ended_at = replay.ended_at or datetime.now(UTC)
+    elif not task.cancelled() and (error := task.exception()) is not None:
+        replay.state = ReplayState.FAILED
+        replay.state_reason = death_line("the replay", error)
         replay.ended_at = replay.ended_at or datetime.now(UTC)
 
 

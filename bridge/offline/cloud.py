@@ -13,13 +13,25 @@ then fold the tables' journal into their snapshot and stop the endpoints. A cras
 loses nothing the embedded DynamoDB acknowledged: it journals every write before
 answering (:mod:`bridge.offline.durable`), and a stream checkpoint moves only past
 events the archive holds. Quiet moments fold the journal, so restarts stay quick.
+
+A part that dies under it — the embedded DynamoDB's process, or any long-lived task
+(archive writer, poller, autosave, gateway connections, the runtime's log pumps and
+async invocations, replays) — *breaks* the run (:mod:`bridge.offline.supervisor`): the
+runtime stops invoking at once, the bus takes no more events, and offline stops and
+exits with one line naming the part. There is no draining then; what the stream
+still holds is published after the restart, and the async invocations that were in
+flight are kept in ``./db`` and run again at the next start
+(:mod:`bridge.offline.unfinished`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
+import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,10 +67,12 @@ from bridge.core.subscriptions import (
     FunctionSpec,
     Subscriptions,
 )
+from bridge.offline import unfinished
 from bridge.offline.dynamodb import DynamoDBProcess
 from bridge.offline.poller import StreamPoller
 from bridge.offline.ports import free_port, wait_port_free
 from bridge.offline.state import Checkpoints, DatabaseLock, check_database, remove_database
+from bridge.offline.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from bridge.offline.bus import Rule
@@ -140,12 +154,25 @@ class LocalCloud:
         self._client: Any = None  # the DynamoDB client, made at start
         self._autosave_task: asyncio.Task[None] | None = None
         self._autosave_stop = asyncio.Event()
-        self.broken = asyncio.Event()  # a part died under us: stop, there is no draining
-        self.broken_reason = ""
+        # A part died under us (the embedded DynamoDB, a task): stop, there is no draining.
+        self.supervisor = Supervisor()
+        self.supervisor.on_break(self._halt)
+        self._embedded_stopping = False  # its exit is then no death
+        self._reran: list[Any] = []  # invocations the last run left unfinished, run again
         self._cleanups: list[Any] = []  # how to undo what started, in order
         self._lock: DatabaseLock | None = None  # released last, once all else has stopped
         self.bridge_gateway: Gateway | None = None
         self._signing_keys = self.signing_keys()  # a bad --iam-key: refused before any start
+
+    @property
+    def broken(self) -> asyncio.Event:
+        """Set once a part died under the run (see :mod:`bridge.offline.supervisor`)."""
+        return self.supervisor.broken
+
+    @property
+    def broken_reason(self) -> str:
+        """The one line saying which part died of what."""
+        return self.supervisor.reason
 
     # ------------------------------------------------------------------ endpoints
 
@@ -257,6 +284,7 @@ class LocalCloud:
             await self._start_archive()
             await self._start_functions()
             await self._start_bus()
+            await self._rerun_unfinished()
             await self._start_gateway()
             await self._start_bridge_gateway()
             await self._start_poller(session)
@@ -316,9 +344,10 @@ class LocalCloud:
             fsync=o.fsync,
         )
         await asyncio.to_thread(self.embedded.start)
-        self._cleanups.append(self.embedded.stop)
+        self._cleanups.append(self._stop_embedded)
         self.dynamodb_url = self.embedded.url
-        watch = asyncio.create_task(self._watch_embedded(), name="watch-dynamodb")
+        self.supervisor.add_check(self._embedded_gone)
+        watch = self.supervisor.spawn(self._watch_embedded(), "the embedded DynamoDB's watcher")
         self._cleanups.append(watch.cancel)
 
     async def _open_tables(self, session: Any) -> int:
@@ -351,6 +380,7 @@ class LocalCloud:
         from bridge.archive import ArchiveWriter
 
         self.archive = await ArchiveWriter(self.options.db).start()
+        self.supervisor.watch(self.archive.task, "the archive writer")
         self._cleanups.append(self.archive.close)
 
     async def _start_functions(self) -> None:
@@ -370,6 +400,8 @@ class LocalCloud:
             stage=o.stage,
             region=o.region,
             account=LOCAL_ACCOUNT,
+            supervise=self.supervisor.watch,
+            healthy=self.supervisor.healthy,
         )
         await self.runtime.start()
         self._cleanups.append(self.runtime.stop)
@@ -397,6 +429,7 @@ class LocalCloud:
             archive=self.archive,
             region=o.region,
             account=LOCAL_ACCOUNT,
+            supervise=self.supervisor.watch,
         )
         self._cleanups.append(self.bus.close)
         self.events = await EventsServer(self.bus, self.runtime, o.host, o.events_port).start()
@@ -414,16 +447,41 @@ class LocalCloud:
             invoke=self._publish,
             checkpoints=checkpoints,
             batch_window=o.batch_window,
+            healthy=self.supervisor.healthy,
         )
-        self._poll_task = asyncio.create_task(self.poller.run(), name="stream-poller")
+        self._poll_task = self.supervisor.spawn(self.poller.run(), "the stream poller")
 
     def _start_autosave(self, writes_before_clients: int) -> None:
         o = self.options
         if self.embedded and o.keep_tables and o.autosave > 0:
-            self._autosave_task = asyncio.create_task(
-                self._autosave(o.autosave, writes_before_clients), name="autosave"
+            self._autosave_task = self.supervisor.spawn(
+                self._autosave(o.autosave, writes_before_clients), "the autosave"
             )
             self._cleanups.append(self._stop_autosave)
+
+    async def _rerun_unfinished(self) -> None:
+        """Run again what the last run left unfinished when it broke (kept in ./db)."""
+        kept = await asyncio.to_thread(unfinished.load, self.options.db)
+        if not kept:
+            return
+        log.warning(
+            "running again %d invocations the last run left unfinished when it broke (%s): "
+            "their handlers may see these events a second time",
+            len(kept),
+            unfinished.summary(kept),
+        )
+        for invocation in kept:
+            if not self.runtime.has_function(invocation.function):
+                log.warning(
+                    "not run again: %s request %s: no function %s any more (its event: %s)",
+                    invocation.function,
+                    invocation.request_id,
+                    invocation.function,
+                    invocation.event,
+                )
+                continue
+            self.runtime.invoke_async(invocation.function, json.loads(invocation.event))
+        self._reran = kept
 
     async def _publish(self, event: dict[str, Any]) -> Any:
         """The publisher on a batch of stream records; the archive holds its events
@@ -524,6 +582,7 @@ class LocalCloud:
             iam_auth=o.iam_auth,
             keys=self._signing_keys,
             region=o.region,
+            supervise=self.supervisor.watch,
         )
         await self.gateway.start()
         self._cleanups.append(self.gateway.stop)
@@ -550,22 +609,50 @@ class LocalCloud:
             name="bridge API",
             port_option="--bridge-port",
             api_id=BRIDGE_API_ID,
+            supervise=self.supervisor.watch,
         )
         await self.bridge_gateway.start()
         self._cleanups.append(self.bridge_gateway.stop)
 
     async def _watch_embedded(self) -> None:
-        """Notice the embedded DynamoDB dying (killed, out of memory) and end the run."""
-        assert self.embedded is not None
-        while (status := self.embedded.exit_status()) is None:
-            await asyncio.sleep(0.5)
+        """Notice the embedded DynamoDB dying (killed, out of memory) while all is quiet;
+        under load, the first failure it causes finds out first (``healthy``)."""
+        while self.supervisor.healthy():
+            await asyncio.sleep(0.1)
+
+    def _embedded_gone(self) -> str | None:
+        """The supervisor's check of the embedded DynamoDB: why it is gone, if it is."""
+        if self.embedded is None or self._embedded_stopping:
+            return None
+        status = self.embedded.exit_status()
+        if status is None:
+            return None
         how = f"killed by signal {-status}" if status < 0 else f"exit code {status}"
-        self.broken_reason = (
+        return (
             f"the embedded DynamoDB exited unexpectedly ({how}); its tables "
             f"are as last saved in {self.options.db}, restored at the next "
             "start"
         )
-        self.broken.set()  # stop() reports the reason, once
+
+    async def _stop_embedded(self) -> None:
+        assert self.embedded is not None
+        self._embedded_stopping = True  # its exit from here on is ours
+        await asyncio.to_thread(self.embedded.stop)
+
+    def _halt(self) -> None:
+        """The run broke (the supervisor calls this at once): stop invoking, take no more
+        events, stop polling and folding. stop() then ends the rest, without draining."""
+        log.debug("halting: %s", self.broken_reason)
+        runtime = getattr(self, "runtime", None)
+        if runtime is not None:
+            runtime.halt()
+        bus = getattr(self, "bus", None)
+        if bus is not None:
+            bus.halt(self.broken_reason)
+        poller = getattr(self, "poller", None)
+        if poller is not None:
+            poller.stop()
+        self._autosave_stop.set()
 
     async def stop(self) -> dict[str, int]:
         """Drain the pipeline, then stop every part; returns what the snapshot saved.
@@ -575,27 +662,30 @@ class LocalCloud:
         """
         saved: dict[str, int] = {}
         failure: BaseException | None = None
+        kept = ""
         try:
             await self._stop_autosave()  # before draining: no save may follow the final one
-            # Broken: nothing to drain from or save, the endpoint is gone.
+            # Broken: nothing to drain from or save, a part is gone.
             if self._poll_task is not None and not self.broken.is_set():
                 await self._drain()
-                if self.embedded and self.options.keep_tables:
+                if self.embedded and self.options.keep_tables and not self.broken.is_set():
                     await self.archive.close()  # flushed before the snapshot is taken
                     log.info("saving the tables into %s …", self.options.db)
                     saved = await self._save_tables()
         except Exception as error:  # noqa: BLE001 - reported after the rest has stopped
-            failure = error
-            log.error("stopping: %s", error)
+            if not self.broken.is_set():  # else a consequence of the break, reported as it
+                failure = error
+                log.error("stopping: %s", error)
         finally:
             if self._poll_task is not None:  # still running if draining failed early
                 self.poller.stop()
                 await asyncio.gather(self._poll_task, return_exceptions=True)
                 self._poll_task = None
             await self._stop_started()
+            kept = await self._keep_unfinished()
             self._release_lock()
         if self.broken.is_set():
-            raise BridgeError(self.broken_reason)
+            raise BridgeError(self.broken_reason + kept)
         if failure is not None:
             raise BridgeError(f"bridge offline stopped with an error: {failure}") from None
         return saved
@@ -607,15 +697,17 @@ class LocalCloud:
             await asyncio.to_thread(self.embedded.close_writes)
         self.poller.stop()
         if self._poll_task is not None:
-            await self._poll_task
+            await asyncio.gather(self._poll_task, return_exceptions=True)  # (its death: broken)
         # A handler may append to the log while it runs (a saga); its items are in the
         # stream only after the handler ends. Repeat until a pass publishes nothing.
-        while True:
+        while not self.broken.is_set():
             published = self.poller.published
             await self.poller.catch_up()
             await self.runtime.drain()
             if self.poller.published == published:
                 break
+        if self.broken.is_set():
+            return  # a part died while draining: stop() ends the rest as after any break
         await self.events.stop()  # no more PutEvents from outside …
         await self.runtime.drain()  # … and what the last handlers published has run
         if self.bridge_gateway is not None:
@@ -647,8 +739,11 @@ class LocalCloud:
                 if self._autosave_stop.is_set():
                     return  # the clean stop folds after draining
                 counts = await asyncio.to_thread(self.embedded.fold)
-            except Exception as error:  # noqa: BLE001 - the journal keeps it all anyway
-                log.warning("folding the tables' journal in a quiet moment failed: %s", error)
+            except (OSError, ValueError, http.client.HTTPException) as error:
+                # The endpoint did not answer, or not in JSON: the journal keeps it all
+                # anyway. (Anything else is a fault of ours: the task dies, supervised.)
+                if self.supervisor.healthy():
+                    log.warning("folding the tables' journal in a quiet moment failed: %s", error)
                 continue
             saved = writes
             log.info("tables saved: %d items in %d tables", sum(counts.values()), len(counts))
@@ -684,7 +779,8 @@ class LocalCloud:
             self._lock = None
 
     async def _stop_started(self) -> None:
-        """Undo every start step, newest first; one failing step doesn't skip the rest."""
+        """Undo every start step, newest first; one failing step doesn't skip the rest.
+        After a break, a step's failure is a consequence of it: logged for -v only."""
         for cleanup in reversed(self._cleanups):
             log.debug("stopping: %s", getattr(cleanup, "__qualname__", cleanup))
             try:
@@ -692,8 +788,38 @@ class LocalCloud:
                 if asyncio.iscoroutine(result):
                     await result
             except Exception as error:  # noqa: BLE001 - keep stopping the other parts
-                log.error("stopping %s: %s", getattr(cleanup, "__qualname__", cleanup), error)
+                log.log(
+                    logging.DEBUG if self.broken.is_set() else logging.ERROR,
+                    "stopping %s: %s",
+                    getattr(cleanup, "__qualname__", cleanup),
+                    error,
+                )
         self._cleanups.clear()
+
+    async def _keep_unfinished(self) -> str:
+        """Keep in ./db what a break left unfinished (or clear what a clean stop finished);
+        the words to add to the break's line."""
+        runtime = getattr(self, "runtime", None)
+        left: list[Any] = list(runtime.unfinished) if runtime is not None else []
+        if not left and not self._reran:
+            return ""
+        db = self.options.db
+        try:
+            await asyncio.to_thread(unfinished.replace, db, left)
+        except (OSError, sqlite3.Error) as error:
+            log.error(
+                "could not keep the unfinished invocations in %s (%s); they were: %s",
+                db,
+                error,
+                "; ".join(f"{i.function} {i.request_id} {i.event}" for i in left),
+            )
+            return f"; {len(left)} invocations in flight are listed above" if left else ""
+        if not left:
+            return ""
+        return (
+            f"; {len(left)} invocations in flight ({unfinished.summary(left)}) are kept in "
+            f"{db} and run again at the next start"
+        )
 
 
 def create_bridge_table(client: Any, name: str) -> bool:

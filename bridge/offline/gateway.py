@@ -60,6 +60,7 @@ from bridge.core.names import DEFAULT_REGION, LOCAL_ACCOUNT
 from bridge.offline.frame_limit import FrameScanner
 from bridge.offline.ports import listen
 from bridge.offline.sigv4 import SignatureError, strip_auth_params, verify_presigned
+from bridge.offline.supervisor import Halted, Supervise, report_death
 
 log = logging.getLogger(__name__)
 
@@ -381,6 +382,11 @@ class Gateway:
     caller every event of the connection reports. ``name`` and ``port_option`` say which
     API this is in log lines and in a port-in-use error; ``api_id`` is what its events
     carry as ``requestContext.apiId``.
+
+    Each connection's worker (its messages, in order) and watchdog (its timeouts) are
+    tasks handed to ``supervise`` (offline's supervisor: a death breaks the local cloud);
+    one that dies also closes its connection with 1011, so no socket stays open with
+    nobody handling its messages.
     """
 
     def __init__(
@@ -403,6 +409,7 @@ class Gateway:
         name: str = "gateway",
         port_option: str = "--ws-port",
         api_id: str = API_ID,
+        supervise: Supervise = report_death,
     ) -> None:
         if not stage or "/" in stage:
             raise BridgeError(f"invalid stage name {stage!r}")
@@ -428,6 +435,7 @@ class Gateway:
         self.max_frame_bytes = max_frame_bytes
         self.integration_timeout = integration_timeout
         self._invoke_fn = invoke
+        self._supervise = supervise
         self._requested_port = port
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -484,11 +492,13 @@ class Gateway:
             await self._runner.cleanup()
             self._runner = None
 
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        """Start a background task and keep a reference so it is neither lost nor leaked."""
+    def _spawn(self, coro: Awaitable[Any], what: str) -> asyncio.Task[Any]:
+        """Start a background task and keep a reference so it is neither lost nor leaked;
+        supervised, so its death is reported (``what`` names it)."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._supervise(task, f"the {self.name}'s {what}")
         return task
 
     async def _invoke(self, route: str, event: dict[str, Any]) -> _Outcome:
@@ -504,6 +514,9 @@ class Gateway:
             result = await asyncio.wait_for(self._invoke_fn(route, event), self.integration_timeout)
         except TimeoutError:
             outcome = _Outcome(failure="timeout")
+        except Halted as exc:  # offline is going down: the client is answered, no blame
+            log.info("invoke %s connection=%s: not run: %s", route, ctx["connectionId"], exc)
+            return _Outcome(failure="error")
         except Exception as exc:
             error = exc
             outcome = _Outcome(failure="error")
@@ -658,8 +671,8 @@ class Gateway:
 
     async def _serve(self, conn: _Connection, ws: web.WebSocketResponse) -> None:
         """Read messages in order while a worker handles them and a watchdog enforces time."""
-        worker = self._spawn(self._work(conn))
-        watchdog = self._spawn(self._watch(conn))
+        worker = self._spawn(self._closing_on_death(conn, self._work), "connection worker")
+        watchdog = self._spawn(self._closing_on_death(conn, self._watch), "watchdog")
         try:
             while True:
                 msg = await ws.receive()
@@ -681,7 +694,24 @@ class Gateway:
                 await ws.close()
             conn.set_close(ws.close_code or WSCloseCode.ABNORMAL_CLOSURE, "Connection lost")
             await conn.inbox.put(None)
-            await worker
+            # Its death, if it died, is the supervisor's to report, not the request's.
+            await asyncio.gather(worker, return_exceptions=True)
+
+    async def _closing_on_death(
+        self, conn: _Connection, work: Callable[[_Connection], Awaitable[None]]
+    ) -> None:
+        """``work(conn)``; if it dies of an exception, the exception goes on to the
+        supervisor at once and the socket is closed with 1011 (the reader then ends).
+        The close is a task of its own: closing cancels the watchdog, which would turn
+        its death into a cancellation if it were still in here."""
+        try:
+            await work(conn)
+        except Exception:
+            self._spawn(
+                self._close(conn, *INTERNAL_ERROR, why="its handling failed"),
+                "close of a failed connection",
+            )
+            raise
 
     def _note_error(self, conn: _Connection, exc: BaseException) -> None:
         """An oversize message/frame or a protocol error: aiohttp already sent the close."""
@@ -857,7 +887,10 @@ class Gateway:
         log.info("DELETE @connections/%s -> 204", conn.id)
         # Gone from this moment: a POST racing the close below already gets 410.
         self._connections.pop(conn.id, None)
-        self._spawn(self._close(conn, WSCloseCode.OK, "Connection deleted", why="DELETE"))
+        self._spawn(
+            self._close(conn, WSCloseCode.OK, "Connection deleted", why="DELETE"),
+            "close of a deleted connection",
+        )
         return web.Response(status=204)
 
     async def _handle_unknown_path(self, request: web.Request) -> web.Response:

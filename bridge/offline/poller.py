@@ -13,6 +13,11 @@ would stop the very task that releases it.
 
 It polls again at once while records flow and backs off (up to ``max_idle``) when
 idle — unlike a fixed one-second sleep, which would put a second on every event.
+
+``healthy`` (the local cloud's supervisor) is asked before a failure is counted or
+warned about: when the cloud broke under it (the embedded DynamoDB died), a failed
+read or publication is no news and no fault of the publisher; the batch stays pending,
+uncheckpointed, and is published after the restart.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ import asyncio
 import base64
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.core.batch import Verdict, read_response, sequence_numbers
 from bridge.core.retry import RetryPolicy
@@ -36,6 +44,10 @@ log = logging.getLogger(__name__)
 FINAL_ATTEMPTS = 3  # while stopping: tries of a failing batch before it is set aside
 MAX_RETRY_DELAY = 30.0  # seconds: the back-off between re-invocations stops growing here
 Invoke = Callable[[dict[str, Any]], Awaitable[Any]]  # → an object with .ok/.payload/.error
+# What a poll may fail with and the poller outlives: the endpoint down, restarting or
+# throttling (botocore's errors, sockets), the local database busy. Anything else is a
+# fault of ours: the task dies of it and the local cloud's supervisor says so.
+EXPECTED_ERRORS = (BotoCoreError, ClientError, OSError, sqlite3.Error)
 
 
 def lambda_record(record: dict[str, Any], stream_arn: str) -> dict[str, Any]:
@@ -91,6 +103,7 @@ class StreamPoller:
         max_idle: float = 0.1,
         retry_delay: float = 1.0,
         max_attempts: int = 10,  # as the stack's event source mapping
+        healthy: Callable[[], bool] = lambda: True,
     ) -> None:
         self.dynamodb = dynamodb  # boto3 clients; called from worker threads
         self.streams = streams
@@ -103,6 +116,7 @@ class StreamPoller:
         self.max_idle = max_idle
         self.retry_delay = retry_delay
         self.max_attempts = max_attempts
+        self.healthy = healthy
         self.stream_arn: str | None = None
         self.shards: dict[str, ShardState] = {}
         self.published = 0
@@ -121,8 +135,9 @@ class StreamPoller:
             began = time.monotonic()
             try:
                 handled = await self.poll_once()
-            except Exception as error:  # noqa: BLE001 - the endpoint may restart; keep going
-                self._warn(f"stream poll failed: {error}")
+            except EXPECTED_ERRORS as error:  # the endpoint may restart: keep going
+                if self.healthy():
+                    self._warn(f"stream poll failed: {error}")
                 handled = 0
                 idle = self.max_idle
             else:
@@ -160,6 +175,8 @@ class StreamPoller:
         deadline = time.monotonic() + timeout
         before = self.published
         while time.monotonic() < deadline:
+            if not self.healthy():
+                return  # the cloud broke: what is left is published after the restart
             handled = await self.poll_once(refresh=True, final=True)
             log.debug("catch-up pass: %d records over %d shards", handled, len(self.shards))
             if not handled and not any(s.pending for s in self.shards.values()):
@@ -276,6 +293,8 @@ class StreamPoller:
             shard.pending, shard.attempts = [], 0
             return len(done)
         shard.pending = records[failed:]
+        if not self.healthy():
+            return len(done)  # the cloud broke under it: kept, not counted, not warned of
         retry = self.retry_policy(final).after_failure(shard.attempts)
         shard.attempts = retry.attempts
         if retry.give_up:

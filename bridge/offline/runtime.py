@@ -31,6 +31,19 @@ per concurrent execution environment, like Lambda's sandboxes:
 Error payloads match the Lambda Python runtime; errors raised by the platform rather
 than the handler: ``Sandbox.Timedout`` (``RequestId: <id> Error: Task timed out
 after N.NN seconds``) and ``Runtime.ExitError`` (the sandbox process exited).
+
+**When the local cloud breaks** (the embedded DynamoDB died, or a task of offline did:
+see :mod:`bridge.offline.supervisor`), :meth:`FunctionRuntime.halt` stops invoking at
+once: running sandboxes are killed, waiting and retrying async invocations are
+cancelled, and nothing new starts. None of that is a handler's failure — no retry is
+used up, no onFailure record is sent, nothing is logged as a failed invocation —
+and every async invocation not finished is kept in :attr:`FunctionRuntime.unfinished`
+(the function, its request id and the event), for the local cloud to run again at its
+next start. ``healthy`` is asked before an attempt that failed is counted, and before
+a sandbox's warnings and errors are logged: a handler that failed because DynamoDB
+died a moment earlier did not fail, and its traceback is not shown (``-v`` shows it).
+Every task the runtime starts is handed to ``supervise``, so one that dies of an
+exception breaks the cloud instead of leaving a sandbox unread or an event dropped.
 """
 
 from __future__ import annotations
@@ -67,6 +80,7 @@ from bridge.core.names import (
     log_group_name,
 )
 from bridge.core.subscriptions import FunctionSpec
+from bridge.offline.supervisor import Halted, Supervise, report_death
 from bridge.offline.worker_protocol import (
     MAX_LINE_BYTES,
     Reply,
@@ -77,7 +91,7 @@ from bridge.offline.worker_protocol import (
     encode_request,
 )
 
-__all__ = ["FunctionNotFoundError", "FunctionRuntime", "InvocationResult"]
+__all__ = ["FunctionNotFoundError", "FunctionRuntime", "InvocationResult", "Unfinished"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +145,16 @@ class InvocationResult:
         return self.error is None
 
 
+@dataclass(frozen=True)
+class Unfinished:
+    """An async invocation the runtime was halted in the middle of (or before): to be
+    run again. ``event`` is the event's JSON text, as the function would have got it."""
+
+    function: str
+    request_id: str
+    event: str
+
+
 _Decoded = TypeVar("_Decoded")
 
 
@@ -146,10 +170,18 @@ class _SandboxExited(Exception):
 class _Sandbox:
     """The runtime's side of one worker process: its pipes, its log pump, its watch list."""
 
-    def __init__(self, process: asyncio.subprocess.Process, function_logger: logging.Logger):
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        function_logger: logging.Logger,
+        supervise: Supervise = report_death,
+        healthy: Callable[[], bool] = lambda: True,
+    ):
         self.process = process
         self.watch: dict[str, tuple[int, int]] = {}
+        self._healthy = healthy
         self._pump = asyncio.get_running_loop().create_task(self._forward_log(function_logger))
+        supervise(self._pump, f"the log pump of {function_logger.name.rpartition('.')[2]}")
 
     @classmethod
     async def start(
@@ -159,6 +191,8 @@ class _Sandbox:
         project_root: Path,
         env: dict[str, str],
         function_logger: logging.Logger,
+        supervise: Supervise = report_death,
+        healthy: Callable[[], bool] = lambda: True,
     ) -> _Sandbox:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -178,7 +212,7 @@ class _Sandbox:
             # Ctrl-C in the terminal reaches only `bridge offline`, which shuts down.
             start_new_session=True,
         )
-        sandbox = cls(process, function_logger)
+        sandbox = cls(process, function_logger, supervise, healthy)
         try:
             sandbox.watch.update(await asyncio.wait_for(sandbox._read(decode_ready), INIT_TIMEOUT))
         except BaseException:
@@ -247,6 +281,8 @@ class _Sandbox:
             if not text.strip():
                 continue
             level = _LOG_LEVELS.get(text.split("\t", 1)[0].split(" ", 1)[0], logging.INFO)
+            if level >= logging.WARNING and not self._healthy():
+                level = logging.DEBUG  # the cloud broke under the handler: not its fault
             # Lambda joins the lines of one error report with \r: one record, many lines.
             function_logger.log(level, "%s", text.replace("\r", "\n"))
 
@@ -259,13 +295,24 @@ class _Sandbox:
                 await asyncio.wait_for(self.process.wait(), STOP_GRACE)
         await self.kill()
 
-    async def kill(self) -> None:
-        """Kill the whole process group at once (the handler's children included)."""
-        if self.alive:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+    def kill_now(self) -> None:
+        """Kill the whole process group at once (the handler's children included); an
+        invocation waiting for its reply then sees the sandbox exit."""
+        if not self.alive:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the group's leader is the worker
+        except ProcessLookupError:
+            return  # gone already
+        except PermissionError:
+            # Not Process.kill() otherwise: Popen polls before it signals, and that reaps
+            # the process under asyncio's child watcher ("Unknown child process" warning).
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
+
+    async def kill(self) -> None:
+        """:meth:`kill_now`, then wait until the process and its log are done."""
+        self.kill_now()
         await self.process.wait()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._pump, STOP_GRACE)
@@ -306,6 +353,8 @@ class FunctionRuntime:
         region: str = DEFAULT_REGION,
         account: str = LOCAL_ACCOUNT,
         max_concurrency: int = 4,
+        supervise: Supervise = report_death,
+        healthy: Callable[[], bool] = lambda: True,
     ) -> None:
         if max_concurrency < 1:
             raise ValidationError(f"max_concurrency must be at least 1, got {max_concurrency}")
@@ -330,6 +379,11 @@ class FunctionRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._supervise = supervise
+        self._healthy = healthy
+        self._halted = False
+        #: Async invocations a halt cut short or kept from starting, in the order met.
+        self.unfinished: list[Unfinished] = []
 
     # ------------------------------------------------------------------ names
 
@@ -419,6 +473,24 @@ class FunctionRuntime:
         while self._retiring:
             await asyncio.gather(*list(self._retiring), return_exceptions=True)
 
+    def halt(self) -> None:
+        """Stop invoking at once, for the local cloud broke (see the module's docstring):
+        kill the running sandboxes, cancel the async invocations; from now on an
+        invocation raises :class:`~bridge.offline.supervisor.Halted` and an async one
+        is kept in :attr:`unfinished` without running."""
+        if self._halted:
+            return
+        self._halted = True
+        for task in list(self._tasks):
+            task.cancel()  # each keeps its invocation in `unfinished` (see _deliver)
+        for function in self._functions.values():
+            for sandbox in function.sandboxes - set(function.idle):
+                sandbox.kill_now()  # a synchronous invocation in it raises Halted
+
+    @property
+    def halted(self) -> bool:
+        return self._halted
+
     def backlog(self) -> int:
         """Async invocations scheduled and not finished (retries and onFailure included)."""
         return len(self._tasks)
@@ -450,18 +522,21 @@ class FunctionRuntime:
 
         Must be called from within the running event loop.
         """
-        if self._closed:
+        if self._closed and not self._halted:
             raise BridgeError("the function runtime is stopped")
         function = self._function(name)
         text = _encode_event(event)
-        loop = asyncio.get_running_loop()
         request_id = str(uuid.uuid4())
-        task = loop.create_task(
+        if self._halted:  # accepted all the same, to run at the next start
+            self.unfinished.append(Unfinished(function.spec.name, request_id, text))
+            return request_id
+        task = asyncio.get_running_loop().create_task(
             self._deliver(function, request_id, event, text, time.monotonic()),
             name=f"invoke-async {function.spec.name} {request_id}",
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._supervise(task, f"the async invocation {request_id} of {function.spec.name}")
         return request_id
 
     async def _deliver(
@@ -489,8 +564,17 @@ class FunctionRuntime:
                 if result.ok:
                     return
             self._fail(function, request_id, event, attempts, last, condition)
+        except Halted:
+            self.unfinished.append(Unfinished(spec.name, request_id, text))
+        except asyncio.CancelledError:
+            if self._halted:
+                self.unfinished.append(Unfinished(spec.name, request_id, text))
+            raise
         except Exception:
-            logger.exception("async invocation %s of %s crashed", request_id, spec.name)
+            # The runtime's own fault, not the handler's: the event is kept to run again,
+            # and the task's death (supervised) breaks the cloud.
+            self.unfinished.append(Unfinished(spec.name, request_id, text))
+            raise
 
     def _fail(
         self,
@@ -546,6 +630,7 @@ class FunctionRuntime:
         spec = function.spec
         limit = float(spec.timeout) if timeout is None else min(float(spec.timeout), timeout)
         async with function.slots:
+            self._check_halted()
             if expired is not None and expired():
                 return None
             started = time.perf_counter()
@@ -555,8 +640,12 @@ class FunctionRuntime:
                 if sandbox is None:
                     sandbox = await self._start_sandbox(function)
             except (_SandboxExited, TimeoutError) as exc:  # no sandbox to retire
+                self._check_halted(failed=True)
                 limit_hit = f"Init phase timed out after {INIT_TIMEOUT:.2f} seconds"
                 return self._sandbox_failed(function, request_id, exc, limit_hit, started, cold)
+            if self._halted:  # while the sandbox started: it is left idle, for stop()
+                function.idle.append(sandbox)
+                self._check_halted()
             deadline_ms = int((time.time() + limit) * 1000)
             line = encode_request(request_id, function.arn, deadline_ms, text)
             try:
@@ -567,10 +656,21 @@ class FunctionRuntime:
                 self._retire(function, sandbox)
                 if not isinstance(exc, _SandboxExited | TimeoutError):
                     raise
+                self._check_halted(failed=True)
                 limit_hit = f"Task timed out after {limit:.2f} seconds"  # the limit, as AWS
                 return self._sandbox_failed(function, request_id, exc, limit_hit, started, cold)
             function.idle.append(sandbox)
+            if reply.error is not None:
+                self._check_halted(failed=True)
             return self._finish(function, request_id, reply.payload, reply.error, started, cold)
+
+    def _check_halted(self, failed: bool = False) -> None:
+        """Raise Halted if the runtime is halted — or, for an attempt that ``failed``, if
+        the cloud is not healthy: then it failed for the cloud, not for its handler."""
+        if not self._halted and failed and not self._healthy():
+            self.halt()  # (the cloud's supervisor has usually done so already)
+        if self._halted:
+            raise Halted("bridge offline is stopping: the local cloud broke")
 
     def _sandbox_failed(
         self,
@@ -638,6 +738,8 @@ class FunctionRuntime:
             project_root=self.project_root,
             env=self.sandbox_environment(function.spec.name, log_stream),
             function_logger=function.log,
+            supervise=self._supervise,
+            healthy=self._healthy,
         )
         function.sandboxes.add(sandbox)
         return sandbox
@@ -650,6 +752,7 @@ class FunctionRuntime:
         task = asyncio.get_running_loop().create_task(sandbox.kill())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+        self._supervise(task, f"retiring a sandbox of {function.spec.name}")
 
     def sandbox_environment(self, name: str, log_stream: str = "") -> dict[str, str]:
         """A sandbox's ``os.environ``: this process's, the shared, the function's, Lambda's.
