@@ -189,23 +189,28 @@ async def test_the_autosave(tmp_path, monkeypatch, caplog) -> None:
 
 
 @pytest.mark.parametrize(
-    ("api", "task", "method"),
+    ("api", "task", "method", "code"),
     [
-        ("gateway", "connection worker", "_dispatch"),
-        ("bridge API", "connection worker", "_dispatch"),
-        ("gateway", "watchdog", "_watch"),
+        ("gateway", "connection worker", "_dispatch", aiohttp.WSCloseCode.INTERNAL_ERROR),
+        ("bridge API", "connection worker", "_dispatch", aiohttp.WSCloseCode.INTERNAL_ERROR),
+        ("gateway", "watchdog", "_watch", aiohttp.WSCloseCode.INTERNAL_ERROR),
+        # The reader dies handling the close of a frame over 32 KB (1009, sent already).
+        ("bridge API", "connection reader", "_note_error", aiohttp.WSCloseCode.MESSAGE_TOO_BIG),
     ],
 )
-async def test_a_gateway_loop(tmp_path, monkeypatch, caplog, api, task, method) -> None:
+async def test_a_gateway_loop(tmp_path, monkeypatch, caplog, api, task, method, code) -> None:
     bridge = api == "bridge API"
     async with started(tmp_path, caplog, bridge=bridge, bridge_iam_auth=False) as cloud:
-        monkeypatch.setattr(Gateway, method, injected_async)
+        sync = method == "_note_error"  # a plain method: it must raise when called
+        monkeypatch.setattr(Gateway, method, injected if sync else injected_async)
         url = cloud.bridge_url if bridge else cloud.ws_url
         async with aiohttp.ClientSession() as session, session.ws_connect(str(url)) as ws:
+            if method == "_note_error":  # what the reader calls on a frame over 32 KB
+                await ws.send_str("x" * 40_000)
             await ws.send_str('{"action": "hello"}')
             closing = await asyncio.wait_for(ws.receive(), 30)
             assert closing.type is aiohttp.WSMsgType.CLOSE
-            assert closing.data == aiohttp.WSCloseCode.INTERNAL_ERROR  # not left open
+            assert closing.data == code  # not left open
         assert await broken_line(cloud, caplog) == f"the {api}'s {task} died: {INJECTED}"
 
 

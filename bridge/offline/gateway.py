@@ -571,7 +571,11 @@ class Gateway:
             return ws
         self._connections[conn.id] = conn
         try:
-            await self._serve(conn, ws)
+            # The reading loop is a supervised task like the connection's worker and
+            # watchdog: were it to die, the supervisor says so (not aiohttp, with a
+            # traceback), and $disconnect still runs.
+            reader = self._spawn(self._serve(conn, ws), "connection reader")
+            await asyncio.gather(reader, return_exceptions=True)
         finally:
             self._connections.pop(conn.id, None)
             await self._finish(conn)
