@@ -515,6 +515,9 @@ class ArchiveWriter:
         finally:
             self._flushers -= 1
         if self._death is not None:
+            # Raise once the task has ended: whoever watches it (offline's supervisor,
+            # called back first) then knows of the death before a flusher reports it.
+            await asyncio.gather(self.task, return_exceptions=True)
             raise self._death
 
     async def close(self) -> None:

@@ -151,10 +151,14 @@ def _quiet(caplog: pytest.LogCaptureFixture) -> None:
 
 
 async def test_the_archive_writer(tmp_path, monkeypatch, caplog) -> None:
+    """The writer dies on the event of a log item: the poller, whose flush waited for
+    the writer, is told at once (and says nothing: the break is the news)."""
     async with started(tmp_path, caplog) as cloud:
         monkeypatch.setattr(ArchiveWriter, "_write", injected_async)
-        accepted = await asyncio.to_thread(put_event, cloud)
-        assert accepted["FailedEntryCount"] == 0
+        item = {"pk": {"S": "a#1#stream"}, "sk": {"N": "1"}, "type": {"S": "t"}}
+        await asyncio.to_thread(
+            client(cloud, "dynamodb").put_item, TableName="local-dynamodb-logs", Item=item
+        )
         await asyncio.wait_for(cloud.broken.wait(), 30)
         # What waited for the dead writer before (the poller's flush, DescribeArchive)
         # fails at once now.
