@@ -138,7 +138,7 @@ def test_bad_input_on_the_events_port_is_refused_in_one_line_each(offline, tmp_p
     log = offline.log.read_text()
     assert "Traceback" not in log
     assert "aiohttp" not in log
-    refusals = [line for line in log.splitlines() if " bridge.offline.events " in line]
+    refusals = [line for line in log.splitlines() if " bridge.offline.events_api " in line]
     assert len(refusals) == 6, log  # CLI, mixed, cut, big, two invokes: one line each
     assert any("body ended before it was complete" in line for line in refusals)
     assert any("Got more than 8190 bytes" in line for line in refusals)

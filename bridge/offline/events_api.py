@@ -15,7 +15,7 @@ Lambda with ``AWS_ENDPOINT_URL_EVENTS``; and ``aws lambda invoke`` /
 Requests are **not** authenticated: any credentials, any signature, or none at all
 are accepted. The endpoint listens on 127.0.0.1 by default and is for one developer's
 machine only. Every refused request is logged as one line on
-``bridge.offline.events``; a bad request never stops the server.
+``bridge.offline.events_api``; a bad request never stops the server.
 
 What a request may hold, beyond AWS's own limits:
 
