@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test soak lint bench clean-venv
 
 $(BIN)/bridge: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ demo: $(BIN)/bridge
 
 test: lint
 	$(BIN)/pytest -q
+
+# The long end-to-end runs (@pytest.mark.slow), left out of `make test` by addopts.
+soak: $(BIN)/bridge
+	$(BIN)/pytest -q -m slow
 
 lint: $(BIN)/bridge
 	$(BIN)/ruff check .
