@@ -78,6 +78,13 @@ REGION = Checked("region", check_region)
 PORT = click.IntRange(0, 65535)
 
 
+def port_option(
+    name: str, default: int, help: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One of offline's ports (0: a free one)."""
+    return click.option(name, type=PORT, default=default, show_default=True, help=help)
+
+
 def aws_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options every command takes: where to point, and how to print."""
 
@@ -406,33 +413,13 @@ def demo(users: int, seed: int, as_json: bool) -> None:
 @cli.command()
 @click.option("--stage", default="local", show_default=True, help="Stage the tables are named for.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option(
-    "--dynamodb-port",
-    type=PORT,
-    default=8000,
-    show_default=True,
-    help="Embedded DynamoDB and DynamoDB Streams endpoint.",
-)
-@click.option(
-    "--events-port",
-    type=PORT,
-    default=4010,
-    show_default=True,
-    help="EventBridge endpoint (and the Lambda Invoke API).",
-)
-@click.option(
-    "--ws-port",
-    type=PORT,
-    default=3001,
-    show_default=True,
-    help="WebSocket gateway and its @connections management API.",
-)
-@click.option(
+@port_option("--dynamodb-port", 8000, "Embedded DynamoDB and DynamoDB Streams endpoint.")
+@port_option("--events-port", 4010, "EventBridge endpoint (and the Lambda Invoke API).")
+@port_option("--ws-port", 3001, "WebSocket gateway and its @connections management API.")
+@port_option(
     "--bridge-port",
-    type=PORT,
-    default=3002,
-    show_default=True,
-    help="The bridge API (what `bridge connect` talks to) and its own @connections API.",
+    3002,
+    "The bridge API (what `bridge connect` talks to) and its own @connections API.",
 )
 @click.option(
     "--bridge/--no-bridge",

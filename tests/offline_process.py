@@ -115,3 +115,16 @@ class OfflineProcess:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def embedded_dynamodb_pid(port: int) -> int:
+    """The process id of the embedded DynamoDB child serving `port` (read from /proc)."""
+    wanted = ["-m", "bridge.offline.dynamodb", "--host", "127.0.0.1", "--port", str(port)]
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, ValueError):
+            continue
+        if argv[1 : 1 + len(wanted)] == wanted:
+            return int(entry.name)
+    raise AssertionError(f"no embedded DynamoDB on port {port}")

@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from offline_process import BRIDGE, OfflineProcess
+from offline_process import BRIDGE, OfflineProcess, embedded_dynamodb_pid
 
 from bridge.archive import count, iter_events
 from bridge.core.dynamo_json import load_item
@@ -402,19 +402,6 @@ def test_an_acknowledged_write_not_yet_published_is_published_at_the_next_start(
 
 
 # --------------------------------------------------------------------------- crash tests
-
-
-def embedded_dynamodb_pid(port: int) -> int:
-    """The process id of the embedded DynamoDB child serving `port` (read from /proc)."""
-    wanted = ["-m", "bridge.offline.dynamodb", "--host", "127.0.0.1", "--port", str(port)]
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().decode().split("\0")
-        except (OSError, ValueError):
-            continue
-        if argv[1 : 1 + len(wanted)] == wanted:
-            return int(entry.name)
-    raise AssertionError(f"no embedded DynamoDB on port {port}")
 
 
 class Pipeline:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from offline_process import BRIDGE, LOCAL_ENV, OfflineProcess
+from offline_process import BRIDGE, LOCAL_ENV, OfflineProcess, embedded_dynamodb_pid
 
 from bridge.archive import count, iter_events
 from bridge.core.names import BRIDGE_FUNCTIONS
@@ -766,19 +766,6 @@ def test_closing_the_terminal_stops_as_cleanly_as_ctrl_c(tmp_path):
     assert stopped["saved_tables"][table] == 1
     assert stopped["published"] == 1
     assert not (tmp_path / "db.lock").exists()
-
-
-def embedded_dynamodb_pid(port: int) -> int:
-    """The process id of the embedded DynamoDB child serving `port` (read from /proc)."""
-    wanted = ["-m", "bridge.offline.dynamodb", "--host", "127.0.0.1", "--port", str(port)]
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().decode().split("\0")
-        except (OSError, ValueError):
-            continue
-        if argv[1 : 1 + len(wanted)] == wanted:
-            return int(entry.name)
-    raise AssertionError(f"no embedded DynamoDB on port {port}")
 
 
 def test_a_dead_embedded_dynamodb_stops_offline_with_one_clear_error(tmp_path):
