@@ -669,7 +669,8 @@ def restore_tables(client: Any, path: str | Path) -> dict[str, int]:
     conn = connect(path)
     try:
         migrate_snapshot(conn, region=client.meta.region_name)
-        existing = set(client.list_tables()["TableNames"])
+        tables = client.get_paginator("list_tables").paginate().build_full_result()
+        existing = set(tables["TableNames"])
         restored = {}
         for account, region, name, definition, _ in snapshot_tables(conn):
             if name in existing:
