@@ -227,6 +227,8 @@ class Pair:
     ) -> None:
         self.cloud = cloud
         self.connection = cloud.open(owner)
+        # Acks go out at once unless a test asks for coalescing: these tests follow them.
+        options.setdefault("ack_interval", 0.0)
         self.client = ClientProtocol(
             session, pattern, replay, resume_after, now=cloud.now, **options
         )

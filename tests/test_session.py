@@ -288,6 +288,33 @@ def test_events_flow_and_acks_trim_the_buffer(cloud: FakeCloud) -> None:
         pair.client.confirm(4)
 
 
+def test_acks_go_out_at_most_once_per_interval_and_at_once_when_flushed(cloud: FakeCloud) -> None:
+    """Every ack costs the bridge a Lambda invocation and DynamoDB writes: the client
+    sends the latest one per ``ack_interval``, its timer says when, and a flush (Ctrl-C,
+    a reconnect) sends it at once."""
+    pair = ready(cloud, ack_interval=1.0)
+    client = pair.client
+    produce(cloud, 4)
+    pair.pump()
+    start = cloud.now
+    client.confirm(1)
+    client.tick(start + 0.1)
+    assert client.messages_to_send() == []  # too soon after the welcome
+    client.confirm(2)
+    timer = client.next_timer()
+    assert timer is not None and timer <= start + 1.0
+    client.tick(timer)
+    assert client.messages_to_send() == [wire.encode(wire.Ack(2))]
+    client.confirm(3)
+    client.tick(timer + 0.5)
+    assert client.messages_to_send() == []  # the last ack went out half a second ago
+    client.flush_ack()
+    assert client.messages_to_send() == [wire.encode(wire.Ack(3))]
+    assert client.messages_to_send() == []  # once
+    client.tick(timer + 5.0)
+    assert client.messages_to_send() == []  # nothing new to acknowledge
+
+
 def test_cursor_7_visible_before_6_holds_the_ack_at_5_until_6_arrives(cloud: FakeCloud) -> None:
     pair = ready(cloud)
     produce(cloud, 5)

@@ -242,10 +242,13 @@ class BridgeClient:
                     pending, flush_at = [], None
                 elif not pending and protocol.low_water > self.totals.cursor:
                     await self._flush(protocol, [])  # holes skipped or a gap: move the cursor
+                aged = now() - started >= self.options.max_age
+                if stop.is_set() or aged:
+                    protocol.flush_ack()  # the bridge trims its buffer without waiting
                 await _send(socket, protocol)
                 if stop.is_set():
                     return
-                if now() - started >= self.options.max_age:
+                if aged:
                     logger.info("reconnecting before API Gateway's connection age limit")
                     return
         finally:

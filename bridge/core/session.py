@@ -177,6 +177,7 @@ class ClientProtocol:
         hole_grace: float = 120.0,
         ping_interval: float = 60.0,
         resume_timeout: float = 30.0,
+        ack_interval: float = 1.0,
         client: str = "bridge/x",
     ) -> None:
         if isinstance(resume_after, bool) or not 0 <= resume_after <= wire.MAX_INT:
@@ -192,6 +193,7 @@ class ClientProtocol:
         self.hole_grace = hole_grace
         self.ping_interval = ping_interval
         self.resume_timeout = resume_timeout
+        self.ack_interval = ack_interval
         self.counters = Counters()
         self._state = State.HELLO
         self._resume_after = resume_after
@@ -201,13 +203,14 @@ class ClientProtocol:
         self._outbox: list[str] = []
         self._held: list[str] = []  # management requests waiting for welcome
         self._pending_ack: int | None = None
+        self._ack_now = False  # send the pending ack at once, whatever ack_interval says
         self._confirmed = resume_after
         self._subscribed = self._resumed = False
         self._known_top = 0  # the highest cursor the welcome said was allocated
         self._resume_sent: float | None = None  # when the outstanding resume went out
         self._last_resume = now
         self._pings = 0
-        self._now = self._last_send = now
+        self._now = self._last_send = self._last_ack = now
         self._send(hello)
 
     # ----------------------------------------------------------------- public API
@@ -259,6 +262,8 @@ class ClientProtocol:
         if self.closed:
             return None
         times = [self._last_send + self.ping_interval]
+        if self._pending_ack is not None and not self._ack_now:
+            times.append(self._last_ack + self.ack_interval)
         since = self._window.oldest_hole()
         if since is not None:
             times.append(since + self.hole_grace)
@@ -272,14 +277,26 @@ class ClientProtocol:
 
     def messages_to_send(self) -> list[str]:
         out, self._outbox = self._outbox, []
-        if self._pending_ack is not None and self._state in (State.OPENING, State.READY):
+        if self._ack_due():
+            assert self._pending_ack is not None
             out.append(wire.encode(wire.Ack(self._pending_ack)))
-            self._pending_ack = None
+            self._pending_ack, self._ack_now = None, False
+            self._last_ack = self._last_send = self._now
         return out
 
+    def _ack_due(self) -> bool:
+        if self._pending_ack is None or self._state not in (State.OPENING, State.READY):
+            return False
+        return self._ack_now or self._now - self._last_ack >= self.ack_interval
+
     def confirm(self, through: int) -> None:
-        """The app durably wrote every event up to ``through``: acknowledge it. Only the
-        latest pending acknowledgement is sent (they are cumulative)."""
+        """The app durably wrote every event up to ``through``: acknowledge it.
+
+        Acknowledgements are cumulative, so only the latest goes out, at most once per
+        ``ack_interval`` (each costs the bridge a Lambda invocation and a few DynamoDB
+        writes; a later one covers what an unsent one would have): :meth:`next_timer`
+        says when. :meth:`flush_ack` sends it with the next messages, as before a close.
+        """
         if through > self.low_water:
             raise wire.LocalProtocolError(
                 f"confirm({through}) is above the low-water mark {self.low_water}: "
@@ -287,7 +304,11 @@ class ClientProtocol:
             )
         if through > self._confirmed:
             self._confirmed = self._pending_ack = through
-            self._last_send = self._now
+
+    def flush_ack(self) -> None:
+        """Send the pending acknowledgement with the next messages (stopping, reconnecting)."""
+        if self._pending_ack is not None:
+            self._ack_now = True
 
     def list_sessions(self) -> None:
         self._request(wire.ListSessions())
@@ -329,6 +350,7 @@ class ClientProtocol:
             self._lost(start + 1, message.acked, EARLIER_ACK)  # only what we lack
         elif message.acked < self._confirmed:
             self._pending_ack = self._confirmed  # our last ack did not make it
+            self._ack_now = True
         self._outbox.append(self._subscribe)
         self._last_send = self._now
         self._request_resume()

@@ -72,6 +72,13 @@ def client(service: str) -> Any:
     return found
 
 
+def prepare(*services: str) -> None:
+    """Make the clients now, in Lambda's init phase, so the first event does not wait
+    for botocore to load service models (and offline's warm-up covers it too)."""
+    for service in services:
+        client(service)
+
+
 def setting(name: str, default: str) -> str:
     """An environment variable, read at call time so one container serves one config."""
     return os.environ.get(name) or default

@@ -13,6 +13,8 @@ from typing import Any
 from bridge.core.session_record import SessionRecord, disconnect
 from bridge.lambdas import _bridge, _env
 
+_env.prepare("dynamodb")
+
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = _bridge.settings()

@@ -53,6 +53,9 @@ def _sessions(bridge: BridgeTable, now: float) -> list[SessionRecord]:
     return records
 
 
+_env.prepare("dynamodb", "apigatewaymanagementapi")
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = _bridge.settings()
     bridge = _bridge.table(config)

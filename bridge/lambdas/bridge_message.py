@@ -31,6 +31,9 @@ from bridge.lambdas._bridge_table import BridgeTable, session_key
 SUBSCRIBE_MARGIN = 0.25
 
 
+_env.prepare("dynamodb", "apigatewaymanagementapi")
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = _bridge.settings()
     bridge = _bridge.table(config)
