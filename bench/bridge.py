@@ -290,8 +290,8 @@ class TimedSink(SqliteSink):
 
     committed: dict[tuple[str, int], float]
 
-    async def write(self, events, through):  # type: ignore[no-untyped-def]
-        result = await super().write(events, through)
+    async def write(self, events, through, texts=None):  # type: ignore[no-untyped-def]
+        result = await super().write(events, through, texts)
         now = time.time()
         for event in events:
             key = event["detail"]["key"]

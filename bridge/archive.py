@@ -27,7 +27,7 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,11 +124,12 @@ def from_iso(text: str) -> datetime:
 # --------------------------------------------------------------------------- rows
 
 
-def row_for(event: dict[str, Any]) -> Row:
+def row_for(event: Mapping[str, Any], text: str | None = None) -> Row:
     """The ``events`` row of one EventBridge event (the envelope with ``id`` and ``time``).
 
     ``log`` and ``type`` come from the detail of log events so replays can filter
-    on them with the index-free columns; other events leave them NULL.
+    on them with the index-free columns; other events leave them NULL. ``text`` is
+    the event's JSON when the caller has it already (as received), else it is encoded.
     """
     event_id = event.get("id")
     if not isinstance(event_id, str) or not event_id:
@@ -140,11 +141,12 @@ def row_for(event: dict[str, Any]) -> Row:
     if isinstance(detail, dict):
         log = detail.get("log") if isinstance(detail.get("log"), str) else None
         type_ = detail.get("type") if isinstance(detail.get("type"), str) else None
-    text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    if text is None:
+        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
     return (event_id, created, log, type_, text)
 
 
-def key_for(event: dict[str, Any]) -> Key:
+def key_for(event: Mapping[str, Any]) -> Key:
     """A log event's identity, ``(pk, sk)`` of its item; ``(None, None)`` for others.
 
     ``sk`` is kept as JSON text, numbers in one form (``1`` and ``1.0`` are one
@@ -161,12 +163,12 @@ def key_for(event: dict[str, Any]) -> Key:
         return None, None
     if isinstance(sk, float) and sk.is_integer():
         sk = int(sk)
-    return key["pk"], json.dumps(sk)
+    return key["pk"], str(sk) if isinstance(sk, int) else json.dumps(sk)  # str: same, faster
 
 
-def insert_values(event: dict[str, Any]) -> tuple[Any, ...]:
+def insert_values(event: Mapping[str, Any], text: str | None = None) -> tuple[Any, ...]:
     """The values of :data:`INSERT` for one event: its row, then its log key."""
-    return (*row_for(event), *key_for(event))
+    return (*row_for(event, text), *key_for(event))
 
 
 # --------------------------------------------------------------------------- sync API

@@ -39,8 +39,8 @@ class _TimedSink(SqliteSink):
         super().__init__(path, session_key)
         self.committed: dict[tuple[str, int], float] = {}
 
-    async def write(self, events: Any, through: int) -> Any:
-        result = await super().write(events, through)
+    async def write(self, events: Any, through: int, texts: Any = None) -> Any:
+        result = await super().write(events, through, texts)
         now = time.perf_counter()
         for event in events:
             key = event.get("detail", {}).get("key") or {}

@@ -381,3 +381,47 @@ def test_partials_are_bounded_by_a_cursor_window_and_a_byte_cap() -> None:
     reassembler.feed(chunk(14, 0, 2, b"x" * 200))  # alone over the cap: all go, it too
     assert (reassembler.pending, reassembler.pending_bytes) == (0, 0)
     assert reassembler.feed(chunk(13, 1, 2, b"y")) is None  # restarts, never completes
+
+
+# ----------------------------------------------------------------- event text, cut out
+
+# Keys and strings that look like the wire's own syntax, to trip a naive cut.
+_confusing = st.sampled_from(['"event":', "event", '\\"event\\":', "}", '","event":{', "\\"])
+_texts = st.one_of(st.text(max_size=8), _confusing)
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | _texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_texts, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300)
+@given(
+    cursors,
+    st.one_of(st.text(min_size=1, max_size=8), _confusing),
+    st.dictionaries(_texts, _values, max_size=4),
+)
+def test_the_event_text_cut_from_a_message_is_the_event_or_nothing(
+    cursor: int, id: str, event: dict[str, Any]
+) -> None:
+    text = wire.encode(wire.Event(cursor, id, event))
+    message, cut = wire.decode_keeping_event_text(text)
+    assert message == wire.Event(cursor, id, event)
+    if cut is not None:
+        assert json.loads(cut) == event
+    if '"event":' not in json.dumps(event, ensure_ascii=False) and '"event":' not in id:
+        assert cut is not None  # our own encoder's messages are cut, not re-encoded
+
+
+def test_a_message_of_another_shape_is_not_cut() -> None:
+    assert wire.decode_keeping_event_text(wire.encode(wire.Ping("x"))) == (wire.Ping("x"), None)
+    event = {"detail": {"n": 1}}
+    body = json.dumps(event, separators=(",", ":"))
+    for text in (
+        '{"action":"event","cursor":1,"id":"a","event":' + body + ',"extra":{"b":2}}',
+        '{"action":"event","cursor":1,"event":' + body + ',"id":"a"}',
+        '{"action": "event", "cursor": 1, "id": "a", "event": ' + body + "}",
+        '{"action":"event","cursor":1,"id":"a","event":' + body + ',"event":' + body + "}",
+    ):
+        message, cut = wire.decode_keeping_event_text(text)
+        assert message == wire.Event(1, "a", event) and cut is None  # valid, not cut out

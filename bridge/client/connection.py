@@ -311,11 +311,13 @@ class BridgeClient:
         if self.on_events is not None and pending:
             self.on_events(pending)
         events: Sequence[dict[str, Any]]
+        texts: list[str | None] | None = None  # a transform may change the events
         if self.transform is not None:
             events = await self.transform(pending)
         else:
             events = [delivered.event for delivered in pending]
-        result = await self.sink.write(events, through)
+            texts = [delivered.text for delivered in pending]
+        result = await self.sink.write(events, through, texts)
         self.totals.add_written(result)
         self.totals.cursor = max(self.totals.cursor, through)
         protocol.confirm(through)

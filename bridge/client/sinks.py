@@ -45,6 +45,8 @@ MAX_BATCH_WRITE = 25
 UNPROCESSED_RETRIES = 10
 _THROTTLED = "ThrottlingException"
 
+Texts = Sequence[str | None] | None
+
 
 @dataclass
 class Written:
@@ -66,8 +68,13 @@ class Sink(Protocol):
     async def open(self) -> int:
         """Prepare, and return the stored cursor of the session (0 if none)."""
 
-    async def write(self, events: Sequence[Mapping[str, Any]], through: int) -> Written:
-        """Write the events durably, then store ``through`` as the session's cursor."""
+    async def write(
+        self, events: Sequence[Mapping[str, Any]], through: int, texts: Texts = None
+    ) -> Written:
+        """Write the events durably, then store ``through`` as the session's cursor.
+
+        ``texts``, when given, holds each event's JSON text as it arrived (``None`` where
+        unknown), for a sink that stores text: it need not encode the event again."""
 
     async def close(self) -> None: ...
 
@@ -86,7 +93,9 @@ class NoneSink:
     async def open(self) -> int:
         return self.cursor
 
-    async def write(self, events: Sequence[Mapping[str, Any]], through: int) -> Written:
+    async def write(
+        self, events: Sequence[Mapping[str, Any]], through: int, texts: Texts = None
+    ) -> Written:
         self.cursor = max(self.cursor, through)
         return Written(skipped=0)
 
@@ -136,11 +145,14 @@ class SqliteSink:
             raise
         return int(row[0]) if row else 0
 
-    async def write(self, events: Sequence[Mapping[str, Any]], through: int) -> Written:
+    async def write(
+        self, events: Sequence[Mapping[str, Any]], through: int, texts: Texts = None
+    ) -> Written:
         conn = self._conn
         if conn is None:
             raise RuntimeError("the sqlite sink is not open")
-        rows = [archive.insert_values(dict(event)) for event in events]
+        texts = texts if texts is not None else [None] * len(events)
+        rows = [archive.insert_values(e, t) for e, t in zip(events, texts, strict=True)]
         before = conn.total_changes
         await conn.executemany(archive.INSERT, rows)
         new = conn.total_changes - before
@@ -298,7 +310,9 @@ class DynamoDBSink:
                 "`bridge offline` there, or `bridge tables create`"
             ) from None
 
-    async def write(self, events: Sequence[Mapping[str, Any]], through: int) -> Written:
+    async def write(
+        self, events: Sequence[Mapping[str, Any]], through: int, texts: Texts = None
+    ) -> Written:
         result = Written()
         items = []
         for event in events:
@@ -372,7 +386,9 @@ class BusSink:
     async def open(self) -> int:
         return self.state.read()
 
-    async def write(self, events: Sequence[Mapping[str, Any]], through: int) -> Written:
+    async def write(
+        self, events: Sequence[Mapping[str, Any]], through: int, texts: Texts = None
+    ) -> Written:
         result = Written()
         entries = [entry_of(event) for event in events]
         if entries:

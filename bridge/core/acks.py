@@ -138,6 +138,10 @@ class CursorWindow:
 
     def deliver(self, cursor: int, now: float) -> Arrival:
         """Record an arrival; says what it was (see :meth:`classify`)."""
+        if cursor == self.highest + 1 and self.highest == self.low_water:
+            # The common case, the next cursor with nothing missing: no bookkeeping.
+            self.low_water = self.highest = cursor
+            return "new"
         arrival = self.classify(cursor)
         if arrival == "late" and cursor <= self.low_water:
             _remove(self._skipped, cursor, cursor)

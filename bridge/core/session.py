@@ -202,6 +202,7 @@ class ClientProtocol:
         self._events: list[ClientEvent] = []
         self._outbox: list[str] = []
         self._held: list[str] = []  # management requests waiting for welcome
+        self._text: str | None = None  # the event of the message being handled, as text
         self._pending_ack: int | None = None
         self._ack_now = False  # send the pending ack at once, whatever ack_interval says
         self._confirmed = resume_after
@@ -233,7 +234,7 @@ class ClientProtocol:
             return
         self._now = now
         try:
-            message = wire.decode(text)
+            message, self._text = wire.decode_keeping_event_text(text)
             handler = _TABLE.get((self._state, type(message)))
             if handler is None:
                 raise wire.WireError(f"unexpected {message.action} while {self._state.value}")
@@ -381,7 +382,7 @@ class ClientProtocol:
             return
         self._chunks.forget(message.cursor)
         self.counters.delivered += 1
-        self._events.append(Delivered(message.cursor, message.id, message.event))
+        self._events.append(Delivered(message.cursor, message.id, message.event, self._text))
 
     def _on_chunk(self, message: wire.Chunk) -> None:
         if self.session is None:
@@ -395,6 +396,7 @@ class ClientProtocol:
         self._window.extend(message.cursor, self._now)
         event = self._chunks.feed(message)
         if event is not None:
+            self._text = None  # (the reassembled text is not kept: large events are rare)
             self._on_event(event)
 
     def _on_gap(self, message: wire.Gap) -> None:

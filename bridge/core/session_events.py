@@ -9,7 +9,7 @@ exit on a permanent ``Refused`` ...).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from bridge.core import wire
@@ -22,6 +22,9 @@ class Delivered:
     cursor: int
     id: str
     event: wire.JSONObject
+    #: The event's JSON text as it arrived, when the message let it be cut out exactly
+    #: (:func:`bridge.core.wire.event_text`): a sink that stores text need not encode it.
+    text: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
