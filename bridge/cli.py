@@ -511,6 +511,12 @@ def demo(users: int, seed: int, as_json: bool) -> None:
     metavar="ROUTE=module.handler",
     help="A WebSocket route and its handler, e.g. '$default=app.ws.handler'.",
 )
+@click.option(
+    "--aws-like-replays",
+    is_flag=True,
+    help="Replay as EventBridge may: in 1-minute slices, shuffled within a slice, some "
+    "events after the replay says COMPLETED (to test replay clients; default: in order).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoints as one JSON line.")
 @click.option("-v", "--verbose", is_flag=True, help="Log everything, HTTP requests included.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings only (not every invocation).")

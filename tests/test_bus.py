@@ -379,3 +379,34 @@ async def test_a_replay_waits_for_slow_handlers_instead_of_piling_up(
     assert replay.state == "COMPLETED" and replay.replayed == total
     # every event went to two rules (orders and everything): at most one page over the cap
     assert seen["max"] <= REPLAY_MAX_BACKLOG + 2 * REPLAY_PAGE
+
+
+async def test_an_aws_like_replay_shuffles_minute_slices_and_sends_some_after_completed(
+    rules: list[Rule], writer: ArchiveWriter
+) -> None:
+    """--aws-like-replays: what a replay client must survive in AWS, reproduced."""
+    deliver = Recorder()
+    bus = Bus(rules=rules, deliver=deliver, archive=writer, aws_like_replays=True)
+    put = []  # 60 events over 2 minutes, 10 a call as PutEvents allows
+    for first in range(0, 60, 10):
+        put += bus.put_events(
+            [entry("users", n, at=T0 + timedelta(seconds=2 * n)) for n in range(first, first + 10)]
+        )
+    deliver.calls.clear()
+    users_rule = bus.rule("dynamodb-logs-t1-users")
+    await bus.start_replay(
+        "like-aws", bus.archive_arn, T0, T0 + timedelta(hours=1), bus.arn, [users_rule.arn]
+    )
+    replay = bus.replay("like-aws")
+    while replay.state != "COMPLETED":
+        await asyncio.sleep(0.01)
+    at_completed = [event["id"] for _, event in deliver.calls]
+    await bus.wait_replay("like-aws")
+    replayed = [event["id"] for _, event in deliver.calls]
+    ids = [r["EventId"] for r in put]
+    assert sorted(replayed) == sorted(ids)  # each event once, in the end
+    assert len(at_completed) < len(replayed)  # some came after COMPLETED
+    assert replayed != ids  # not in time order
+    minute = {i: n // 30 for n, i in enumerate(ids)}
+    slices = [minute[i] for i in at_completed]
+    assert slices == sorted(slices) and set(slices) == {0, 1}  # slice after slice

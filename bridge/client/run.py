@@ -151,6 +151,19 @@ def credentials(settings: ConnectSettings, region: str) -> ReadOnlyCredentials:
     return found.get_frozen_credentials()
 
 
+def make_signer(settings: ConnectSettings, region: str) -> Callable[[str], str]:
+    """Presign each connect URL afresh (SSO keys expire); fails now, in one line, when
+    there are no credentials. With --no-iam-auth, URLs go unsigned."""
+    if not settings.iam_auth:
+        return lambda plain: plain
+    credentials(settings, region)
+
+    def signer(plain: str) -> str:
+        return presign(plain, credentials(settings, region), region)
+
+    return signer
+
+
 def check_no_loop(settings: ConnectSettings) -> None:
     """A sink that writes into the cloud the client reads from would feed every event
     back into the bridge: refuse it."""
@@ -270,18 +283,7 @@ def run_connect(
     region = resolve_region(settings)
     url = bridge_url(settings, region)
     session = settings.session or default_session()
-    signer: Callable[[str], str]
-    if settings.iam_auth:
-        credentials(settings, region)  # fail now, in one line, when there are none
-
-        def signer(plain: str) -> str:
-            return presign(plain, credentials(settings, region), region)
-
-    else:
-
-        def signer(plain: str) -> str:
-            return plain
-
+    signer = make_signer(settings, region)
     sink = make_sink(settings, f"{url}#{session}", region)
     transform = None
     hydrator: Hydrator | None = None

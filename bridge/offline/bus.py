@@ -64,6 +64,7 @@ from bridge.core.names import (
     rule_name,
 )
 from bridge.core.patterns import Pattern, validate_pattern
+from bridge.offline.replay_order import AwsLikeOrder
 from bridge.offline.supervisor import Supervise, death_line, report_death
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ Deliver = Callable[[str, dict[str, Any]], Any]
 
 REPLAY_PAGE = 500  # archived events read per worker-thread call during a replay
 REPLAY_MAX_BACKLOG = 2 * REPLAY_PAGE  # pending deliveries a replay lets build up
+LATE_AFTER_COMPLETED = 2.0  # seconds: when an AWS-like replay sends its late events
 _REPLAY_NAME = re.compile(r"^[.\-_A-Za-z0-9]{1,64}$")
 
 
@@ -274,8 +276,11 @@ class Bus:
         account: str = LOCAL_ACCOUNT,
         backlog: Callable[[], int] = lambda: 0,
         supervise: Supervise = report_death,
+        aws_like_replays: bool = False,
     ) -> None:
         self.name = name
+        # Replays in 1-minute slices, shuffled, some events after COMPLETED (replay_order).
+        self.aws_like_replays = aws_like_replays
         self.supervise = supervise
         self.halted: str | None = None  # why PutEvents takes nothing any more
         self.backlog = backlog  # deliveries not yet handled; replays wait while it is high
@@ -644,6 +649,9 @@ class Bus:
             rules = list(self.rules.values())
         where = archive_file.Filter.of(replay.start, replay.end)
         path = self.archive.path
+        order: AwsLikeOrder[dict[str, Any]] | None = (
+            AwsLikeOrder() if self.aws_like_replays else None
+        )
         try:
             await asyncio.sleep(0)  # StartReplay answers STARTING before any event moves
             replay.state = ReplayState.RUNNING
@@ -656,7 +664,11 @@ class Bus:
                 for row in page:
                     event = dict(row.event)
                     event["replay-name"] = replay.name
-                    self._dispatch(event, rules)  # never archived again
+                    if order is None:
+                        self._dispatch(event, rules)  # never archived again
+                    else:
+                        for ready in order.feed(row.created_at, event):
+                            self._dispatch(ready, rules)
                 if page:  # no await inside the page: only its last time can be seen
                     replay.replayed += len(page)
                     replay.last_replayed = archive_file.from_iso(page[-1].created_at)
@@ -668,9 +680,19 @@ class Bus:
                 while self.backlog() > REPLAY_MAX_BACKLOG:
                     await asyncio.sleep(0.05)
                 await asyncio.sleep(0)  # let PutEvents and deliveries run between pages
+            if order is not None:
+                for ready in order.finish():
+                    self._dispatch(ready, rules)
             replay.state = ReplayState.COMPLETED
             logger.info("replay %s: %d events replayed", replay.name, replay.replayed)
+            if order is not None and order.late:
+                await asyncio.sleep(LATE_AFTER_COMPLETED)  # as AWS may: after COMPLETED
+                for ready in order.late:
+                    self._dispatch(ready, rules)
+                logger.info("replay %s: %d events after COMPLETED", replay.name, len(order.late))
         except asyncio.CancelledError:
+            if replay.state is ReplayState.COMPLETED:  # stopped while its late events waited
+                raise
             replay.state = ReplayState.CANCELLED
             replay.state_reason = replay.state_reason or "Replay cancelled"
             raise

@@ -136,6 +136,7 @@ class OfflineOptions:
     fsync: bool = False  # the embedded DynamoDB's journal also survives a power cut
     keep_tables: bool = True  # False: a throwaway cloud (the demo) saves nothing
     ws_routes: dict[str, str] = field(default_factory=dict)  # route key → handler
+    aws_like_replays: bool = False  # replays in shuffled 1-minute slices, some late
 
 
 class LocalCloud:
@@ -430,6 +431,7 @@ class LocalCloud:
             region=o.region,
             account=LOCAL_ACCOUNT,
             supervise=self.supervisor.watch,
+            aws_like_replays=o.aws_like_replays,
         )
         self._cleanups.append(self.bus.close)
         self.events = await EventsServer(self.bus, self.runtime, o.host, o.events_port).start()

@@ -1,0 +1,115 @@
+"""`bridge replay --from archive`: an archive replayed through the bridge into a sink.
+
+The cloud that plays AWS is `bridge offline --stage dev --aws-like-replays`: its replays
+come in 1-minute slices, shuffled, some events after COMPLETED — what a replay client
+meets in AWS. The replay must still deliver every event in range exactly once, reach
+only its own session (not a live session of the same subscription, not a subscriber),
+and know when it is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from boto3.dynamodb.conditions import Key
+from test_bridge_e2e import (
+    DELIVERY_TIMEOUT,
+    Cloud,
+    Connect,
+    connect,  # noqa: F401 - the fixture
+    eventually,
+    sink_events,
+    start_cloud,
+    write_definition,
+)
+
+from bridge.client.archive_replay import ReplayRequest, run_archive_replay
+from bridge.client.run import ConnectSettings
+from bridge.core.names import core_table_name, log_table_name
+from bridge.store import LogStore
+
+LOG = "replays"  # the recorder subscriber of the dev cloud listens to this log
+EVENTS = 60
+
+
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    cwd = tmp_path_factory.mktemp("aws-like")
+    write_definition(cwd)
+    cloud = start_cloud(cwd, "--stage", "dev", "--aws-like-replays")
+    yield cloud
+    cloud.offline.stop()
+
+
+def recorded(cloud: Cloud) -> set[str]:
+    """What the dev cloud's subscriber (the recorder) saw: ``{event id}#{replay or live}``."""
+    items = cloud.table(core_table_name("dev")).query(
+        KeyConditionExpression=Key("pk").eq(f"recorded#{LOG}"), ConsistentRead=True
+    )["Items"]
+    return {str(item["sk"]) for item in items}
+
+
+def replay(cloud: Cloud, out: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> dict[str, Any]:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", cloud.offline.events_url)
+    for name, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local")):
+        monkeypatch.setenv(name, value)
+    settings = ConnectSettings(
+        stage="dev", url=cloud.url, sink="sqlite", out=out, pattern={"detail": {"log": [LOG]}}
+    )
+    request = ReplayRequest(connect=settings, quiet=3.0, poll=0.5, **kw)
+    return run_archive_replay(request, install_signals=False)
+
+
+def test_an_archive_replay_delivers_each_event_once_to_its_own_session_only(
+    aws: Cloud,
+    connect: Connect,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    live_db = tmp_path / "live.db"
+    live = connect(aws, "live", "--log", LOG, "--out", str(live_db)).start()
+    aws.wait_subscribed("live")
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    store = LogStore(aws.table(log_table_name("dev")))
+    for n in range(EVENTS // 4):
+        for step in range(4):
+            store.append(LOG, f"u{n}", f"step{step}", {"id": f"u{n}"}, expected_version=step)
+    live.wait_for(lambda c: len(c.events) >= EVENTS, DELIVERY_TIMEOUT, f"{EVENTS} live events")
+    live_ids = {line["event"]["id"] for line in live.events}
+    assert len(live_ids) == EVENTS
+    eventually(lambda: len(recorded(aws)) >= EVENTS, DELIVERY_TIMEOUT, "the recorder's events")
+
+    out = tmp_path / "replayed.db"
+    summary = replay(aws, out, monkeypatch, start=start, end=datetime.now(UTC))
+
+    assert summary["state"] == "COMPLETED" and summary["ok"], summary
+    rows = sink_events(out)
+    assert sorted(row["id"] for row in rows) == sorted(live_ids)  # each event once
+    assert {row["replay-name"] for row in rows} == {summary["replay"]}
+    assert summary["written"] == EVENTS
+    assert summary["received"] - summary["duplicates"] == EVENTS
+    # The live session of the same subscription and the subscriber got no replayed event.
+    got_live = live.stop()
+    assert got_live["received"] - got_live["duplicates"] == EVENTS
+    assert all("replay-name" not in row for row in sink_events(live_db))
+    assert recorded(aws) == {f"{id}#live" for id in live_ids}
+    assert summary["replay"] not in aws.sessions()  # done: its session was dropped
+
+
+def test_an_unknown_archive_or_an_empty_range_is_one_clear_line(
+    aws: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.core.errors import BridgeError, ValidationError
+
+    now = datetime.now(UTC)
+    with pytest.raises(BridgeError, match="no archive 'nope' in stage dev"):
+        replay(
+            aws, tmp_path / "x.db", monkeypatch, start=now, end=now + timedelta(1), archive="nope"
+        )
+    with pytest.raises(ValidationError, match="--start must be before --end"):
+        replay(aws, tmp_path / "x.db", monkeypatch, start=now, end=now)
+    assert not (tmp_path / "x.db").exists()  # nothing half-written
