@@ -113,3 +113,52 @@ def test_an_unknown_archive_or_an_empty_range_is_one_clear_line(
     with pytest.raises(ValidationError, match="--start must be before --end"):
         replay(aws, tmp_path / "x.db", monkeypatch, start=now, end=now)
     assert not (tmp_path / "x.db").exists()  # nothing half-written
+
+
+def test_a_replay_to_rules_reaches_only_the_named_subscriber(
+    aws: Cloud,
+    connect: Connect,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rebuilding one subscriber's read model: FilterArns names its rule only, so the
+    bridge (a session subscribed to the log) sees nothing of the replay."""
+    from bridge.client.archive_replay import plan_rules_replay, run_rules_replay
+    from bridge.core.errors import BridgeError
+    from bridge.core.names import rule_name
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", aws.offline.events_url)
+    live_db = tmp_path / "live.db"
+    live = connect(aws, "rules-live", "--log", LOG, "--out", str(live_db)).start()
+    aws.wait_subscribed("rules-live")
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    store = LogStore(aws.table(log_table_name("dev")))
+    for n in range(8):
+        store.append(LOG, f"r{n}", "step0", {"id": f"r{n}"}, expected_version=0)
+    live.wait_for(lambda c: len(c.events) >= 8, DELIVERY_TIMEOUT, "8 live events")
+    ids = {line["event"]["id"] for line in live.events}
+    before = recorded(aws)
+    assert {f"{id}#live" for id in ids} <= before
+
+    settings = ConnectSettings(stage="dev")
+    recorder = rule_name("dev", "recorder")
+    with pytest.raises(BridgeError, match="no rule 'nope' on the bus"):
+        plan_rules_replay(
+            settings, start, datetime.now(UTC), [recorder, "nope"], "dynamodb-logs-archive"
+        )
+    events, plan = plan_rules_replay(
+        settings, start, datetime.now(UTC), [recorder], "dynamodb-logs-archive"
+    )
+    assert plan.account == "000000000000" and list(plan.rules) == [recorder]
+    assert any(line.startswith(f"rule {recorder} (arn:aws:events:") for line in plan.lines())
+    result = run_rules_replay(events, plan, poll=0.2)
+    assert result["state"] == "COMPLETED" and result["ok"], result
+    name = result["replay"]
+    eventually(
+        lambda: {f"{id}#{name}" for id in ids} <= recorded(aws),
+        DELIVERY_TIMEOUT,
+        "the subscriber's replayed events",
+    )
+    got = live.stop()
+    assert got["received"] - got["duplicates"] == 8  # the bridge: live events only
+    assert all("replay-name" not in row for row in sink_events(live_db))

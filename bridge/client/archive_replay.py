@@ -52,7 +52,7 @@ from bridge.client.run import (
 )
 from bridge.core import session as protocol_module
 from bridge.core.errors import BridgeError, ValidationError
-from bridge.core.names import ARCHIVE_NAME, BUS_NAME, bridge_rule_name
+from bridge.core.names import ARCHIVE_NAME, BUS_NAME, bridge_rule_name, parse_events_arn
 
 logger = logging.getLogger(__name__)
 
@@ -338,3 +338,153 @@ def _describe(events: Any, name: str) -> dict[str, Any]:
             raise BridgeError(f"no replay named {name!r}: see `bridge replay list`") from None
         raise
     return answer
+
+
+# --------------------------------------------------------------------------- to rules
+
+
+@dataclass
+class RulesPlan:
+    """What ``--to rules`` would replay: shown without ``--yes``, run with it."""
+
+    stage: str
+    account: str
+    region: str
+    archive_arn: str
+    bus_arn: str
+    rules: dict[str, str]  # name -> ARN
+    start: datetime
+    end: datetime
+
+    def lines(self) -> list[str]:
+        return [
+            f"stage {self.stage}, account {self.account}, region {self.region}",
+            f"archive {self.archive_arn}",
+            f"range {self.start.isoformat()} .. {self.end.isoformat()} (end exclusive)",
+            *(f"rule {name} ({arn})" for name, arn in self.rules.items()),
+        ]
+
+
+def plan_rules_replay(
+    settings: ConnectSettings, start: datetime, end: datetime, rules: list[str], archive: str
+) -> tuple[Any, RulesPlan]:
+    """The events client and the plan; every named rule must exist on the stage's bus."""
+    if not rules:
+        raise ValidationError("--to rules needs at least one --rule NAME")
+    if start >= end:
+        raise ValidationError("--start must be before --end (--end is exclusive)")
+    region = resolve_region(settings)
+    events = events_client(settings, region)
+    try:
+        described = events.describe_archive(ArchiveName=archive)
+    except ClientError as error:
+        if _code(error) == "ResourceNotFoundException":
+            raise BridgeError(f"no archive {archive!r} in stage {settings.stage}") from None
+        raise BridgeError(f"AWS said: {error}") from None
+    arns = {}
+    for rule in dict.fromkeys(rules):
+        try:
+            arns[rule] = events.describe_rule(Name=rule, EventBusName=BUS_NAME)["Arn"]
+        except ClientError as error:
+            if _code(error) == "ResourceNotFoundException":
+                raise BridgeError(f"no rule {rule!r} on the bus {BUS_NAME}") from None
+            raise BridgeError(f"AWS said: {error}") from None
+    source = parse_events_arn(described["ArchiveArn"])
+    plan = RulesPlan(
+        settings.stage,
+        source.account,
+        source.region,
+        described["ArchiveArn"],
+        described["EventSourceArn"],
+        arns,
+        start,
+        end,
+    )
+    return events, plan
+
+
+def run_rules_replay(
+    events: Any, plan: RulesPlan, *, err: TextIO = sys.stderr, poll: float = POLL_INTERVAL
+) -> dict[str, Any]:
+    """StartReplay to exactly the planned rules, followed until it ends."""
+    name = fresh_name(plan.stage)
+    progress = Progress(err)
+    request = ReplayRequest(ConnectSettings(stage=plan.stage), plan.start, plan.end)
+    try:
+        events.start_replay(
+            ReplayName=name,
+            Description="bridge replay --to rules",
+            EventSourceArn=plan.archive_arn,
+            EventStartTime=plan.start,
+            EventEndTime=plan.end,
+            Destination={"Arn": plan.bus_arn, "FilterArns": list(plan.rules.values())},
+        )
+        while True:
+            described = _describe(events, name)
+            state = str(described.get("State"))
+            progress.show(state, request, described.get("EventLastReplayedTime"), 0)
+            if state in _ENDED:
+                break
+            time.sleep(poll)
+    except (BotoCoreError, ClientError) as error:
+        raise BridgeError(f"AWS said: {error}") from None
+    except KeyboardInterrupt:
+        with contextlib.suppress(BotoCoreError, ClientError):
+            events.cancel_replay(ReplayName=name)
+        state, described = "CANCELLED", {}
+    finally:
+        progress.end()
+    return {
+        "replay": name,
+        "state": state,
+        "rules": list(plan.rules),
+        "reason": described.get("StateReason"),
+        "ok": state == "COMPLETED",
+    }
+
+
+# --------------------------------------------------------------------------- list, cancel
+
+
+def list_replays(settings: ConnectSettings) -> list[dict[str, Any]]:
+    """Every replay of the stage's region (AWS runs at most 10 at once), newest first."""
+    events = events_client(settings, resolve_region(settings))
+    rows: list[dict[str, Any]] = []
+    token: str | None = None
+    try:
+        while True:
+            answer = events.list_replays(**({"NextToken": token} if token else {}))
+            rows.extend(
+                {
+                    "name": item.get("ReplayName"),
+                    "state": item.get("State"),
+                    "start": _iso(item.get("EventStartTime")),
+                    "end": _iso(item.get("EventEndTime")),
+                    "last_replayed": _iso(item.get("EventLastReplayedTime")),
+                    "started_at": _iso(item.get("ReplayStartTime")),
+                }
+                for item in answer.get("Replays", [])
+            )
+            token = answer.get("NextToken")
+            if not token:
+                break
+    except (BotoCoreError, ClientError) as error:
+        raise BridgeError(f"AWS said: {error}") from None
+    return sorted(rows, key=lambda row: row["started_at"] or "", reverse=True)
+
+
+def cancel_replay(settings: ConnectSettings, name: str) -> str:
+    """CancelReplay; the state it reports (CANCELLING)."""
+    events = events_client(settings, resolve_region(settings))
+    try:
+        return str(events.cancel_replay(ReplayName=name).get("State", "CANCELLING"))
+    except ClientError as error:
+        if _code(error) == "ResourceNotFoundException":
+            raise BridgeError(f"no replay named {name!r}: see `bridge replay list`") from None
+        if _code(error) == "IllegalStatusException":
+            raise BridgeError(f"replay {name!r} has already ended; nothing to cancel") from None
+        raise BridgeError(f"AWS said: {error}") from None
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
