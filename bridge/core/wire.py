@@ -404,7 +404,12 @@ def decode_keeping_event_text(data: str | bytes) -> tuple[Message, str | None]:
         cls = Sessions
     if cls is None:
         raise WireError(f"unknown action {action[:60]!r}", code="unknown-action")
-    message: Message = _read_fields(cls, action, obj)
+    message: Message
+    cursor, id, event = obj.get("cursor"), obj.get("id"), obj.get("event")
+    if cls is Event and type(cursor) is int and type(id) is str and type(event) is dict:
+        message = Event(cursor, id, event)  # the common case, checked as _read_fields would
+    else:
+        message = _read_fields(cls, action, obj)
     if cls is not Event or not isinstance(data, str) or tuple(obj) != _EVENT_KEYS:
         return message, None
     head = _EVENT_HEAD.match(data)
