@@ -1085,7 +1085,7 @@ def sessions_drop(
         console.print(f"dropped session {dropped}")
 
 
-# Time travel: `bridge diff` (and `bridge rebuild`), defined in bridge/time_commands.py.
+# Time travel: `bridge diff` and `bridge rebuild`, defined in bridge/time_commands.py.
 from bridge.time_commands import COMMANDS as TIME_COMMANDS  # noqa: E402
 
 for _command in TIME_COMMANDS:
