@@ -258,11 +258,11 @@ async def rebuild(
         for item in _in_version_order(_log_items(source, as_of, summary, source_log)):
             chunk.append(item)
             if len(chunk) >= WRITE_CHUNK:
-                await asyncio.to_thread(_write, table, chunk, summary)
+                await asyncio.to_thread(write_items, table, chunk, summary)
                 on_progress(len(chunk))
                 chunk = []
         if chunk:
-            await asyncio.to_thread(_write, table, chunk, summary)
+            await asyncio.to_thread(write_items, table, chunk, summary)
             on_progress(len(chunk))
     finally:
         await cloud.stop()  # drains: published, handled, retried; then saved
@@ -310,7 +310,7 @@ def _table(endpoint: str, name: str, region: str) -> Any:
     ).Table(name)
 
 
-def _write(table: Any, items: list[dict[str, Any]], summary: RebuildSummary) -> None:
+def write_items(table: Any, items: list[dict[str, Any]], summary: RebuildSummary) -> None:
     """Each item unless its pk/sk is there (a handler appended it during the rebuild)."""
     for item in items:
         try:

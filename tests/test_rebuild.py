@@ -186,6 +186,9 @@ def test_the_read_model_rebuilt_as_of_each_moment_is_the_fold_of_its_events(
         assert summary["partial_filled"] == (1 if k >= 3 else 0)  # from the source's log table
         assert summary["already_there"] == summary["other_events"] == 0
         assert rebuilt_users(root / f"at{k}") == fold(events)
+        logged = reader.read_table(root / f"at{k}" / "db", "local-dynamodb-logs").items.values()
+        keys = sorted((item["pk"]["S"], int(item["sk"]["N"])) for item in logged)
+        assert keys == sorted((f"users#{id}#stream", v) for id, v, _, _ in events)
 
     # The fourth phase came after the last moment: not in any rebuild.
     late, _, _, _ = phases[3][0]
@@ -257,3 +260,89 @@ def test_an_empty_moment_rebuilds_empty_tables(
     assert rest == ["no handler failures"]
     assert reader.read_table(root / "empty" / "db", "local-core").items == {}
     assert reader.read_table(root / "empty" / "db", "local-dynamodb-logs").items == {}
+
+
+PICKY = """
+def handler(event, context):
+    if event["detail"]["payload"].get("name") == "New":
+        raise ValueError("no newcomers here")
+    return {"ok": True}
+"""
+PICKY_DEFINITION = """
+[functions.users]
+handler = "bridge.lambdas.users_projection.handler"
+pattern = { source = ["dynamodb-log"], detail = { log = ["users"] } }
+
+[functions.picky]
+handler = "picky.handler"
+pattern = { source = ["dynamodb-log"], detail = { log = ["users"], type = ["signup"] } }
+retry_attempts = 0
+on_failure = "failures"
+
+[functions.failures]
+handler = "bridge.lambdas.failures.handler"
+"""
+
+
+def test_only_the_named_function_runs_and_its_failures_are_in_the_summary(
+    history: dict[str, Any], rebuilt: list[dict[str, Any]]
+) -> None:
+    root = history["root"]
+    project = root / "picky-project"
+    project.mkdir()
+    (project / "dynamodb-logs.toml").write_text(PICKY_DEFINITION)
+    (project / "picky.py").write_text(PICKY)
+    run = bridge(
+        "rebuild", "--as-of", history["moments"][1], "--db", str(history["db"]),
+        "--function", "picky", "--into", str(root / "picky"), "--json", cwd=project,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["functions"] == ["picky"]
+    assert summary["written"] == USERS * 4 + 3
+    [failure] = summary["failures"]  # the newcomer's signup, once: no retries
+    assert failure["functionName"] == "dynamodb-logs-local-picky"
+    assert (failure["errorType"], failure["errorMessage"]) == ("ValueError", "no newcomers here")
+    assert rebuilt_users(root / "picky") == {}  # the users projection was not named
+
+    text = bridge(
+        "rebuild", "--as-of", history["moments"][1], "--db", str(history["db"]),
+        "--function", "picky", "--into", str(root / "picky-text"), cwd=project,
+    )  # fmt: skip
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines()[1:] == [
+        "1 handler failures (bridge failures list):",
+        f"  dynamodb-logs-local-picky {failure_id(root / 'picky-text')}: "
+        "ValueError: no newcomers here",
+    ]
+
+
+def failure_id(folder: Path) -> str:
+    """The request id of the one failure record stored in a rebuilt core table."""
+    core = reader.read_table(folder / "db", "local-core")
+    [record] = [i for i in core.items.values() if i["pk"]["S"].startswith("failure#")]
+    return str(record["requestId"]["S"])
+
+
+def test_an_item_a_handler_appended_first_is_not_written_again(target: Any) -> None:
+    """The rebuild's write of a log item is conditional on its pk/sk: a saga handler's
+    own append of it during the rebuild stays as the handler wrote it, counted once."""
+    from bridge.rebuild import RebuildSummary, write_items
+
+    table = target.dynamodb().Table(target.log_table)
+    table.put_item(Item={"pk": "emails#1#stream", "sk": 1, "type": "welcomed", "log": "emails",
+                         "payload": {"id": "1", "by": "the handler"}})  # fmt: skip
+    summary = RebuildSummary(as_of="", source="", into="", functions=[])
+    archived = [
+        {"pk": "emails#1#stream", "sk": 1, "type": "welcomed", "log": "emails",
+         "payload": {"id": "1", "by": "the archive"}},
+        {"pk": "emails#1#stream", "sk": 2, "type": "opened", "log": "emails",
+         "payload": {"id": "1", "at": 1.5}},
+    ]  # fmt: skip
+    write_items(table, archived, summary)
+    assert (summary.written, summary.already_there) == (1, 1)
+    items = table.scan(ConsistentRead=True)["Items"]
+    assert sorted((i["pk"], int(i["sk"]), i["payload"].get("by")) for i in items) == [
+        ("emails#1#stream", 1, "the handler"),
+        ("emails#1#stream", 2, None),
+    ]
