@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -181,3 +182,34 @@ def test_a_missing_directory_or_table_is_one_line(
     assert run.stdout == ""
     [line] = run.stderr.splitlines()
     assert line.startswith("error: ") and message in line, line
+
+
+def test_a_database_killed_before_its_first_fold_is_read_from_its_journal(
+    tmp_path: Path,
+) -> None:
+    """No snapshot at all: every table and item is only in the journal. The file copied
+    without its journal holds no table (refused, one line); with it, the one user."""
+    folder = tmp_path / "k"
+    folder.mkdir()
+    with OfflineProcess(folder, "--no-bridge", "--autosave", "0") as offline:
+        resource = dynamodb(offline)
+        LogStore(resource.Table("local-dynamodb-logs")).append(
+            "users", "k1", "signup", {"id": "k1", "name": "K", "email": "k@example.com"}
+        )
+        core = resource.Table("local-core")
+        eventually(lambda: user_version(core, "k1") == 1, 60, "the projection of k1")
+        assert offline.process is not None
+        offline.process.kill()
+        offline.process.wait()
+    with sqlite3.connect(folder / "db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM dynamodb_items").fetchone() == (0,)
+    (tmp_path / "none").mkdir()
+    shutil.copy(folder / "db", tmp_path / "none" / "db")  # the file without its journal
+    run = bridge("diff", "none", "k", "--json", cwd=tmp_path)
+    assert run.returncode != 0 and "no table 'local-core' (tables there: none)" in run.stderr
+
+    run = bridge("diff", "k", "k", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["counts"] == {
+        "added": 0, "removed": 0, "changed": 0, "unchanged": 1,
+    }  # fmt: skip
