@@ -1091,6 +1091,12 @@ def sessions_drop(
         console.print(f"dropped session {dropped}")
 
 
+# Time travel: `bridge diff` and `bridge rebuild`, defined in bridge/time_commands.py.
+from bridge.time_commands import COMMANDS as TIME_COMMANDS  # noqa: E402
+
+for _command in TIME_COMMANDS:
+    cli.add_command(_command)
+
 # click ≥ 8.2 raises this for a group called without arguments (older ones exit 0).
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 

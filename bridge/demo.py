@@ -25,6 +25,7 @@ from bridge.client.presign import presign
 from bridge.client.sinks import SqliteSink
 from bridge.core.log import from_dynamo
 from bridge.core.names import BUS_NAME
+from bridge.lambdas.users_projection import read_model_key
 from bridge.offline.cloud import LocalCloud, OfflineOptions
 from bridge.store import LogStore
 from bridge.subscriptions import load, project_root
@@ -131,7 +132,7 @@ async def _demo(users: int, seed: int, progress: bool, db: Path) -> dict[str, An
         ids = store.ids("users")
         complete = sum(store.versions("users", id) == [1, 2, 3, 4] for id in ids)
         out.print(f"[bold]6.[/] read back {len(ids)} users, {complete} with versions 1–4 in order")
-        sample = core.get_item(Key={"pk": f"users#{ids[0]}", "sk": "profile"}).get("Item")
+        sample = core.get_item(Key=read_model_key(ids[0])).get("Item")
         if sample:
             out.print(f"     e.g. {from_dynamo(sample)}")
         bridged = await _wait_for_sink(sink, result.events, deadline=time.perf_counter() + 120)
@@ -202,7 +203,7 @@ async def _wait_for_users(core: Any, users: int, deadline: float) -> int:
     done = 0
     while time.perf_counter() < deadline:
         items = await asyncio.to_thread(_scan, core)
-        done = sum(1 for item in items if item.get("sk") == "profile" and item.get("version") == 4)
+        done = sum(1 for item in items if item.get("type") == "user" and item.get("version") == 4)
         if done >= users:
             break
         await asyncio.sleep(0.25)

@@ -1,5 +1,10 @@
 """The seed's fake users: signup, addPhoneNumber, verifyPhoneNumber, addLocation.
 
+The payloads are the seed generator's own (``create-fake-data.js``), so handlers
+written for the seed run on them unchanged: ``{id, name, email}``,
+``{id, phoneNumber}`` twice, then ``{id, long, lat}`` with numbers (floats here;
+the store writes them as DynamoDB numbers, ``Decimal``).
+
 Reproducible: the same ``seed`` gives the same users, ids and values.
 """
 
@@ -36,15 +41,10 @@ def fake_users(count: int, seed: int | None = None) -> Iterator[list[FakeEvent]]
         payloads: list[dict[str, Any]] = [
             {"id": id, "name": faker.name(), "email": faker.email()},
             {"id": id, "phoneNumber": phone},
-            {"id": id, "phoneNumber": phone, "verified": True},
-            {
-                "id": id,
-                "location": {
-                    "city": faker.city(),
-                    "lat": float(faker.latitude()),
-                    "lng": float(faker.longitude()),
-                },
-            },
+            {"id": id, "phoneNumber": phone},
+            # Faker's coordinates are Decimals of a few places: as floats they keep
+            # those digits exactly (repr is the shortest form, which to_dynamo keeps).
+            {"id": id, "long": float(faker.longitude()), "lat": float(faker.latitude())},
         ]
         yield [
             FakeEvent("users", id, version, type, payload)

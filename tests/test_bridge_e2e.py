@@ -43,7 +43,7 @@ from offline_process import BRIDGE, LOCAL_ENV, OfflineProcess
 from websockets.exceptions import ConnectionClosed
 
 from bridge.core import wire
-from bridge.core.log import stream_key
+from bridge.core.log import from_dynamo, stream_key
 from bridge.core.names import (
     LOCAL_ACCOUNT,
     archive_arn,
@@ -422,7 +422,7 @@ def test_each_sink_receives_exactly_the_1000_generated_events(
 
 def check_dynamodb_sink(local: Cloud, expected: dict[tuple[str, int], dict[str, Any]]) -> None:
     """The 1,000 log items in local-dynamodb-logs, and the local users projection built
-    all 250 users from them in local-core (pk = users#{id}, sk = profile)."""
+    all 250 users from them in local-core (pk = sk = users#{id}, the seed's shape)."""
     logs = local.table(log_table_name("local"))
     pks = {pk for pk, _ in expected}
 
@@ -438,20 +438,25 @@ def check_dynamodb_sink(local: Cloud, expected: dict[tuple[str, int], dict[str, 
     core = local.table(core_table_name("local"))
     signups = {e["payload"]["id"]: e["payload"] for e in expected.values() if e["type"] == "signup"}
     assert len(signups) == 250
+    located = {
+        e["payload"]["id"]: e["payload"] for e in expected.values() if e["type"] == "addLocation"
+    }
     wanted = {f"users#{id}" for id in signups}
 
     def users() -> dict[str, dict[str, Any]] | None:
         got = {
             item["pk"].removeprefix("users#"): item
             for item in scan(core)
-            if item["pk"] in wanted and item["sk"] == "profile" and int(item["version"]) == 4
+            if item["pk"] in wanted and item["sk"] == item["pk"] and int(item["version"]) == 4
         }
         return got if len(got) == len(signups) else None
 
     built = eventually(users, DELIVERY_TIMEOUT, "250 users at version 4 in local-core")
     for id, item in built.items():
         assert (item["name"], item["email"]) == (signups[id]["name"], signups[id]["email"])
-        assert item["phoneVerified"] is True
+        assert item["type"] == "user" and item["verifiedPhoneNumber"] is True
+        where = located[id]
+        assert from_dynamo(item["location"]) == {"long": where["long"], "lat": where["lat"]}
 
 
 def scan(table: Any) -> list[dict[str, Any]]:

@@ -96,7 +96,7 @@ def test_seed_offline_example_reaches_the_handler_and_the_archive(tmp_path):
         first = aws_put_item(endpoint)
         assert first.returncode == 0, first.stderr
         core = dynamodb(offline.dynamodb_url).Table("local-core")
-        user = wait_for(lambda: core.get_item(Key={"pk": "users#12", "sk": "profile"}).get("Item"))
+        user = wait_for(lambda: core.get_item(Key={"pk": "users#12", "sk": "users#12"}).get("Item"))
         assert user["name"] == "test" and user["email"] == "test@example.com"
         assert wait_for(lambda: count(tmp_path / "db") == 1)
 

@@ -272,7 +272,7 @@ async def test_handlers_resolve_from_the_current_directory_without_a_definition_
         "users", user, "signup", {"id": user, "name": "n", "email": "e@example.com"}
     )
     core = resource.Table("local-core")
-    key = {"pk": f"users#{user}", "sk": "profile"}  # the projection's item
+    key = {"pk": f"users#{user}", "sk": f"users#{user}"}  # the projection's item
     assert await wait_for(lambda: core.get_item(Key=key).get("Item")), "no projection"
 
 

@@ -1,8 +1,12 @@
 """The seed's example subscriber: fold the ``users`` log into a read model.
 
-The read model is one item per user in the core table, ``pk = users#{id}``,
-``sk = profile``, holding the folded state and the ``version`` of the last event
-applied. EventBridge delivers at least once and in no particular order, so:
+The read model is the seed handler's (``src/handler.py``), so a core table built by
+either serves both: one item per user in the core table, ``pk = sk = users#{id}``,
+``type: "user"``, ``id``, ``name``, ``email``, then ``phoneNumber``,
+``verifiedPhoneNumber: true`` and ``location: {long, lat}`` as the events come, and
+the ``version`` of the last event applied (a DynamoDB number). Like the seed's, every
+write is conditional on the stored version (``attribute_not_exists(pk)`` for the
+first). EventBridge delivers at least once and in no particular order, so:
 
 - an event at or below the stored version is a duplicate and is ignored;
 - an event ahead of the stored version first applies the versions in between,
@@ -12,6 +16,11 @@ applied. EventBridge delivers at least once and in no particular order, so:
   ``onFailure`` destination take over instead of the model silently skipping;
 - the write is conditional on the stored version, so two concurrent invocations
   cannot both apply; the loser re-reads and tries again.
+
+One deliberate difference: a *new* phone number (``addPhoneNumber`` with a number other
+than the stored one) drops ``verifiedPhoneNumber``, where the seed's handler would keep
+calling the new number verified. The seed's data adds one number per user, so on it
+both handlers build the same items.
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ from bridge.core.log import LogItem, from_dynamo, parse_stream_key, stream_key, 
 from bridge.lambdas import _env
 
 LOG = "users"
-PROFILE_SK = "profile"
+MODEL_TYPE = "user"  # the item's ``type``, as the seed's handler writes it
+# Attributes of the stored item that are not the folded state.
+_KEY_ATTRIBUTES = ("pk", "sk", "type", "id", "version")
 MAX_WRITE_ATTEMPTS = 8
 _serializer = TypeSerializer()
 
@@ -38,8 +49,9 @@ class MissingVersionsError(RuntimeError):
 
 
 def read_model_key(id: str) -> dict[str, str]:
-    """The core-table key of one user's read model."""
-    return {"pk": f"{LOG}#{id}", "sk": PROFILE_SK}
+    """The core-table key of one user's read model: ``pk = sk = users#{id}`` (the seed's)."""
+    key = f"{LOG}#{id}"
+    return {"pk": key, "sk": key}
 
 
 def apply(state: dict[str, Any], type: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -48,12 +60,13 @@ def apply(state: dict[str, Any], type: str, payload: dict[str, Any]) -> dict[str
     if type == "signup":
         new.update({k: payload[k] for k in ("name", "email") if k in payload})
     elif type == "addPhoneNumber" and "phoneNumber" in payload:
+        if new.get("phoneNumber") != payload["phoneNumber"]:
+            new.pop("verifiedPhoneNumber", None)  # a new number has not been verified yet
         new["phoneNumber"] = payload["phoneNumber"]
-        new["phoneVerified"] = False  # a new number has not been verified yet
     elif type == "verifyPhoneNumber":
-        new["phoneVerified"] = bool(payload.get("verified", True))
-    elif type == "addLocation" and "location" in payload:
-        new["location"] = payload["location"]
+        new["verifiedPhoneNumber"] = True  # as the seed's: the event is the verification
+    elif type == "addLocation" and "long" in payload and "lat" in payload:
+        new["location"] = {"long": payload["long"], "lat": payload["lat"]}
     # An event without the field it sets changes nothing: failing on it would fail
     # every later event of the user too, as each replays the log from here.
     return new
@@ -70,7 +83,7 @@ def _read_model(client: Any, table: str, id: str) -> tuple[int, dict[str, Any]]:
         return 0, {}
     item = from_dynamo(load_item(response["Item"]))
     version = int(item.pop("version"))
-    for key in ("pk", "sk", "id"):
+    for key in _KEY_ATTRIBUTES:
         item.pop(key, None)
     return version, item
 
@@ -123,7 +136,7 @@ def _write(
     client: Any, table: str, id: str, state: dict[str, Any], version: int, current: int
 ) -> None:
     """Store the model as ``version``, only if it is still at ``current``."""
-    item = {**read_model_key(id), "id": id, **state, "version": version}
+    item = {**read_model_key(id), "type": MODEL_TYPE, "id": id, **state, "version": version}
     kwargs: dict[str, Any] = {
         "TableName": table,
         "Item": {k: _serializer.serialize(to_dynamo(v)) for k, v in item.items()},
