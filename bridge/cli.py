@@ -1097,6 +1097,13 @@ from bridge.time_commands import COMMANDS as TIME_COMMANDS  # noqa: E402
 for _command in TIME_COMMANDS:
     cli.add_command(_command)
 
+# `bridge archive` and `bridge replay` live in their own module (bridge/replay_cli.py).
+from bridge.replay_cli import archive, replay  # noqa: E402
+
+cli.add_command(archive)
+cli.add_command(replay)
+
+
 # click ≥ 8.2 raises this for a group called without arguments (older ones exit 0).
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 

@@ -13,6 +13,11 @@ Replays read the SQLite archive back and re-dispatch its events with a top-level
 ``replay-name``, only to the rules named in ``FilterArns`` (all rules when none),
 and never archive them again.
 
+A documented local extension of PutEvents (AWS's has no such member): an entry with
+a top-level ``"replay-name": NAME`` is a replayed event, sent by ``bridge replay
+--from sqlite --to bus``. It is checked and delivered like any entry (to every
+matching rule), carries ``replay-name`` as a replay's events do, and is not archived.
+
 Each replay runs in a task of its own, handed to ``supervise``: one that dies of an
 exception nobody expected ends FAILED and breaks the local cloud (see
 :mod:`bridge.offline.supervisor`), rather than staying RUNNING forever. Once the
@@ -64,6 +69,7 @@ from bridge.core.names import (
     rule_name,
 )
 from bridge.core.patterns import Pattern, validate_pattern
+from bridge.core.rewrite import REPLAY_NAME, REPLAY_NAME_MEMBER
 from bridge.offline.replay_order import AwsLikeOrder
 from bridge.offline.supervisor import Supervise, death_line, report_death
 
@@ -298,6 +304,7 @@ class Bus:
         self.accepted = 0  # entries accepted by put_events
         self.rejected = 0  # entries failed by put_events
         self.deliveries = 0  # (event, rule) pairs handed to deliver, replays included
+        self.replayed_entries = 0  # entries accepted with the local `replay-name` extension
 
     # ----------------------------------------------------------------- identity
 
@@ -400,8 +407,18 @@ class Bus:
             return _entry_error(
                 "InvalidArgument", "Parameter Time is not valid. Reason: Time is malformed."
             )
+        replay = entry.get(REPLAY_NAME_MEMBER)
+        if replay is not None and not (isinstance(replay, str) and REPLAY_NAME.fullmatch(replay)):
+            return _entry_error(
+                "InvalidArgument",
+                f"Parameter {REPLAY_NAME_MEMBER} is not valid. Reason: 1 to 64 of "
+                "A-Za-z0-9 . - _ (a local extension of PutEvents).",
+            )
         event = envelope(entry, account=self.account, region=self.region, time=when, detail=detail)
-        if self.archive is not None:
+        if replay is not None:
+            event[REPLAY_NAME_MEMBER] = replay  # a replayed event: delivered, never archived
+            self.replayed_entries += 1
+        elif self.archive is not None:
             try:
                 self.archive.add(event)
             except RuntimeError as error:  # closed during shutdown: deliver all the same
