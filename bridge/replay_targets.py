@@ -29,6 +29,7 @@ import os
 import random
 import sqlite3
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,7 +98,13 @@ def with_replay_name(client: Any, name: str) -> Any:
 
 
 class BusTarget:
-    """PutEvents into the local bus as a replay named ``replay_name``."""
+    """PutEvents into the local bus as a replay named ``replay_name``.
+
+    One call is in flight while the next batch is read and built: a single sender
+    thread takes the batches in order (so the bus receives them in time order), and
+    :meth:`flush` waits for the call before the one it hands over. Reading the
+    archive and encoding entries thus overlap the bus's answer instead of adding to it.
+    """
 
     name = "bus"
 
@@ -108,6 +115,8 @@ class BusTarget:
         self.result = Sent()
         self._batch: list[dict[str, Any]] = []
         self._bytes = 0
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-bus")
+        self._in_flight: Future[None] | None = None
 
     def where(self) -> str:
         return f"the bus {BUS_NAME} at {self.url} as replay {self.replay_name}"
@@ -126,9 +135,19 @@ class BusTarget:
         self._bytes += size
 
     def flush(self) -> None:
-        if not self._batch:
-            return
-        pending, self._batch, self._bytes = self._batch, [], 0
+        """Hand the batch to the sender (after the previous call has been answered:
+        a refusal stops the replay at the next flush, one batch later at most)."""
+        self._wait()
+        if self._batch:
+            batch, self._batch, self._bytes = self._batch, [], 0
+            self._in_flight = self._sender.submit(self._put, batch)
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()  # raises what the call raised
+
+    def _put(self, pending: list[dict[str, Any]]) -> None:
         for attempt in range(RETRIES):
             answer = self.client.put_events(Entries=pending)
             results = answer.get("Entries", [])
@@ -149,7 +168,11 @@ class BusTarget:
         raise BridgeError(f"the bus kept throttling: {len(pending)} events not sent")
 
     def close(self) -> None:
-        return None
+        """Wait for the last call (its error, if any, is raised here)."""
+        try:
+            self._wait()
+        finally:
+            self._sender.shutdown(wait=True)
 
 
 # --------------------------------------------------------------------------- dynamodb
