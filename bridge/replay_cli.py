@@ -56,7 +56,13 @@ def _events_client(stage: str, url: str | None, region: str | None, profile: str
     "./bridge.db.",
 )
 @click.option("--stage", help="Describe the stage's EventBridge archive instead (AWS or offline).")
-@click.option("--archive", "archive_name", default=ARCHIVE_NAME, show_default=True)
+@click.option(
+    "--archive",
+    "archive_name",
+    default=ARCHIVE_NAME,
+    show_default=True,
+    help="With --stage: the EventBridge archive's name.",
+)
 @click.option(
     "--events-endpoint",
     "events_url",

@@ -179,7 +179,11 @@ class BusTarget:
 
 
 class DynamoDBTarget:
-    """Log items into ``table`` on a local endpoint, streams in version order."""
+    """Log items into ``table`` on a local endpoint, streams in version order.
+
+    Like :class:`BusTarget`, one flush is written by a sender thread while the next is
+    read: flushes are written one after the other, in order, so a stream's versions
+    still reach the table in ascending order."""
 
     name = "dynamodb"
 
@@ -192,6 +196,8 @@ class DynamoDBTarget:
         self.result = Sent()
         self._items: list[tuple[str, dict[str, Any]]] = []  # (createdAt, item)
         self._serialize = TypeSerializer().serialize
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-dynamodb")
+        self._in_flight: Future[None] | None = None
 
     def where(self) -> str:
         return f"the table {self.table} at {self.url}"
@@ -235,8 +241,14 @@ class DynamoDBTarget:
                 self._items = []
         else:
             self._items = []
+        self._wait()
         if items:
-            self._batch_write([item for _, item in items])
+            self._in_flight = self._sender.submit(self._batch_write, [i for _, i in items])
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()  # raises what the write raised
 
     def _batch_write(self, items: list[dict[str, Any]]) -> None:
         for call in waves(items):
@@ -259,7 +271,11 @@ class DynamoDBTarget:
             self.result.sent += len(call)
 
     def close(self) -> None:
-        return None
+        """Wait for the last write (its error, if any, is raised here)."""
+        try:
+            self._wait()
+        finally:
+            self._sender.shutdown(wait=True)
 
 
 # --------------------------------------------------------------------------- sqlite

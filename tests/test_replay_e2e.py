@@ -133,6 +133,18 @@ def test_to_the_bus_handlers_run_again_with_the_replay_name_and_the_archive_does
         times = {key(e): e["time"] for e in first}
         assert all(e["time"] == times[key(e)] for e in again)  # …at their own times
         assert archived(offline) == 30  # replayed events are not archived again
+        described = subprocess.run(
+            [str(BRIDGE), "archive", "--stage", "local", "--events-endpoint", offline.events_url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **LOCAL_ENV},
+        )
+        assert described.returncode == 0, described.stderr
+        lines = described.stdout.splitlines()
+        assert lines[0] == "dynamodb-logs-archive: ENABLED"
+        assert lines[1].split() == ["events", "30"]
+        assert "reconcile over 24 hours" in lines[-1]
         offline.stop()
     assert archive.count(tmp_path / "db") == 30
 
