@@ -6,7 +6,8 @@
    (target >= 0.8);
 2. sqlite -> dynamodb: the replay into ``{stage}-dynamodb-logs`` (waves of 25, one
    version of a stream per call) against raw BatchWriteItem calls of 25 of the same
-   items on the same endpoint, an embedded moto server (target >= 0.8);
+   items on the same endpoint, the embedded moto server in a process of its own, as
+   `bridge offline` runs it (target >= 0.8);
 3. memory: peak RSS of a process replaying an archive of ``--big`` events (1,000,000 by
    default, written straight into SQLite: the pipeline would take hours) to a null
    target (target < 200 MB), its events/s beside a bare SQLite read of the same rows
@@ -48,7 +49,7 @@ from bridge import archive
 from bridge.core.events import batches
 from bridge.core.replay_filter import ReplayFilter
 from bridge.core.rewrite import entry_of, log_item_of
-from bridge.offline.dynamodb import EmbeddedDynamoDB
+from bridge.offline.dynamodb import DynamoDBProcess
 from bridge.offline.ports import free_port
 from bridge.replay import run_replay
 from bridge.replay_targets import BusTarget, DynamoDBTarget, with_replay_name
@@ -174,7 +175,10 @@ def bus_vs_raw(db: Path, count: int, rounds: int = 3) -> tuple[float, float]:
 
 
 def dynamodb_vs_raw(db: Path, count: int, rounds: int = 3) -> tuple[float, float]:
-    with EmbeddedDynamoDB(port=0) as server:
+    # moto in a process of its own, as `bridge offline` runs it: served from a thread
+    # of this process it would share the interpreter lock with the client measured.
+    server = DynamoDBProcess(port=0).start()
+    try:
         client = boto3.client("dynamodb", endpoint_url=server.url, **LOCAL)
         resource = boto3.resource("dynamodb", endpoint_url=server.url, **LOCAL)
         events = [log_event(n) for n in range(1, count + 1)]
@@ -209,6 +213,8 @@ def dynamodb_vs_raw(db: Path, count: int, rounds: int = 3) -> tuple[float, float
             raws.append(raw(f"raw{n}"))
             replays.append(replayed(f"replay{n}"))
         return statistics.median(raws), statistics.median(replays)
+    finally:
+        server.stop()
 
 
 # --------------------------------------------------------------------------- 3. memory
