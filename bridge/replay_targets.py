@@ -16,7 +16,8 @@ nothing is written.
 * :class:`DynamoDBTarget` — the log items, in :func:`bridge.core.rewrite.waves` (25 a
   call, one version of a stream per call, versions ascending), ``UnprocessedItems``
   retried. Rows of one ``createdAt`` are never split between two flushes, so the
-  versions of a stream archived in the same millisecond are ordered together.
+  versions of a stream archived in the same second (EventBridge's ``time`` has whole
+  seconds) are ordered together.
   An unchanged item rewritten makes no stream record: replaying twice publishes once.
 * :class:`SqliteTarget` — the rows into another archive file, idempotently (log events
   by ``pk``/``sk``, others by id), one transaction per flush.
@@ -198,6 +199,7 @@ class DynamoDBTarget:
         self._serialize = TypeSerializer().serialize
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-dynamodb")
         self._in_flight: Future[None] | None = None
+        self._threshold = FLUSH_ITEMS
 
     def where(self) -> str:
         return f"the table {self.table} at {self.url}"
@@ -221,8 +223,9 @@ class DynamoDBTarget:
             self.result.skip("not a log event")
             return
         self._items.append((row.created_at, item))
-        if len(self._items) >= FLUSH_ITEMS:
+        if len(self._items) >= self._threshold:
             self._write(hold_last_time=True)
+            self._threshold = len(self._items) + FLUSH_ITEMS  # what was held, and more
 
     def flush(self) -> None:
         self._write(hold_last_time=False)
@@ -230,15 +233,16 @@ class DynamoDBTarget:
     def _write(self, hold_last_time: bool) -> None:
         items = self._items
         if hold_last_time and items:
-            # the next row may share the last time: keep that time's rows for later
+            # The next row may share the last time, and the archive orders one time's
+            # rows by arrival, not version: keep that time's rows for the next flush
+            # (all of them while one time fills the buffer: one second of events at most).
             last = items[-1][0]
             cut = len(items)
             while cut > 0 and items[cut - 1][0] == last:
                 cut -= 1
-            if cut > 0:
-                items, self._items = items[:cut], items[cut:]
-            else:
-                self._items = []
+            if cut == 0:
+                return
+            items, self._items = items[:cut], items[cut:]
         else:
             self._items = []
         self._wait()
