@@ -4,6 +4,7 @@ end to end, through `bridge offline`, are in test_replay_e2e.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -439,3 +440,49 @@ def test_versions_archived_in_one_second_are_never_split_across_flushes(
         for n in range(3):
             versions = [sk for pk, sk in written if pk == f"users#s{n}#stream"]
             assert versions == list(range(1, 9)), (flush_items, written)
+
+
+async def test_to_the_bus_over_its_socket_in_archive_order_with_the_replay_name(
+    db: Path, tmp_path: Path
+) -> None:
+    """The events API of the local cloud on a real port, the replay in a thread: the
+    bus receives the 300 events in the archive's time order, each once, as a replay."""
+    import boto3
+
+    from bridge.offline.events_api import EventsServer
+    from bridge.replay_targets import BusTarget
+
+    calls: list[dict] = []
+    async with ArchiveWriter(tmp_path / "bus.db") as writer:
+        everything = (
+            '[functions.all]\nhandler = "x.handler"\npattern = { source = ["dynamodb-log"] }\n'
+        )
+        bus = Bus(
+            rules=rules_from(parse(everything), "t1"),
+            deliver=lambda f, e: calls.append(e),
+            archive=writer,
+        )
+        server = await EventsServer(bus, None, port=0).start()
+        try:
+            client = boto3.client(
+                "events",
+                endpoint_url=server.url,
+                region_name="us-east-1",
+                aws_access_key_id="any",
+                aws_secret_access_key="any",
+            )
+            target = BusTarget(client, server.url, "in-order")
+            summary = await asyncio.to_thread(run_replay, db, ReplayFilter(), target)
+            await writer.flush()
+        finally:
+            await server.stop()
+        assert writer.written == 0  # nothing archived
+    assert summary.sent == 300
+    archived_keys = [
+        (e["time"], e["detail"]["key"]["pk"], e["detail"]["key"]["sk"])
+        for e in archive.iter_events(db)
+    ]
+    assert [(e["time"], e["detail"]["key"]["pk"], e["detail"]["key"]["sk"]) for e in calls] == (
+        archived_keys
+    )
+    assert {e["replay-name"] for e in calls} == {"in-order"}
