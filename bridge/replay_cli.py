@@ -20,7 +20,7 @@ import click
 
 from bridge.aws import LOCAL_STAGE, Target, is_loopback, local_endpoint
 from bridge.core.errors import ValidationError
-from bridge.core.inputs import check_url
+from bridge.core.inputs import check_text, check_url
 from bridge.core.names import ARCHIVE_NAME, check_stage, log_table_name
 
 LOCAL_EVENTS = "http://127.0.0.1:4010"
@@ -283,6 +283,12 @@ def replay(
 
     del source  # one source so far: sqlite
     check_stage(stage)
+    for option, values in (("--log", logs), ("--type", types)):
+        for value in values:
+            check_text(option, value)  # a byte that is not UTF-8 cannot be in the archive
+    for option, text in (("--start", start), ("--end", end), ("--pattern", pattern)):
+        if text is not None:
+            check_text(option, text)
     replaying.check_out(to, out)
     speed = check_speed("--speed", speed)
     selection = ReplayFilter.of(parse_range(start, end, datetime.now(UTC)), logs, types, pattern)
