@@ -16,6 +16,7 @@ from typing import Any
 
 from bridge import archive_pages
 from bridge.archive import from_iso, size_bytes
+from bridge.core.errors import BridgeError
 from bridge.core.names import ARCHIVE_NAME
 
 BUCKET_CHARS = {"hour": 13, "day": 10}  # createdAt prefix: 2024-05-01T12 / 2024-05-01
@@ -129,7 +130,13 @@ def render_sqlite(report: dict[str, Any]) -> list[str]:
 
 def eventbridge_report(client: Any, name: str = ARCHIVE_NAME) -> dict[str, Any]:
     """DescribeArchive of ``name``, times as ISO text, and the reconciliation note."""
-    answer = client.describe_archive(ArchiveName=name)
+    try:
+        answer = client.describe_archive(ArchiveName=name)
+    except client.exceptions.ResourceNotFoundException:
+        raise BridgeError(
+            f"no archive {name} at {client.meta.endpoint_url}: is the stage deployed "
+            "(`bridge deploy`), or `bridge offline` running there?"
+        ) from None
     keys = (
         "ArchiveName",
         "ArchiveArn",

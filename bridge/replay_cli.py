@@ -65,6 +65,7 @@ def _events_client(stage: str, url: str | None, region: str | None, profile: str
 )
 @click.option(
     "--events-endpoint",
+    "--endpoint-url",
     "events_url",
     help="EventBridge endpoint for --stage (default $AWS_ENDPOINT_URL_EVENTBRIDGE; stage "
     "local: http://127.0.0.1:4010; other stages: AWS).",

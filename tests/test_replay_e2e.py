@@ -145,6 +145,17 @@ def test_to_the_bus_handlers_run_again_with_the_replay_name_and_the_archive_does
         assert lines[0] == "dynamodb-logs-archive: ENABLED"
         assert lines[1].split() == ["events", "30"]
         assert "reconcile over 24 hours" in lines[-1]
+        unknown = subprocess.run(
+            [str(BRIDGE), "archive", "--stage", "local", "--endpoint-url", offline.events_url]
+            + ["--archive", "nope"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **LOCAL_ENV},
+        )
+        assert unknown.returncode == 1
+        assert unknown.stderr.startswith("error: no archive nope at ")
+        assert unknown.stderr.count("\n") == 1
         offline.stop()
     assert archive.count(tmp_path / "db") == 30
 
