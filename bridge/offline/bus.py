@@ -36,7 +36,6 @@ import asyncio
 import copy
 import json
 import logging
-import re
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -83,7 +82,6 @@ Deliver = Callable[[str, dict[str, Any]], Any]
 REPLAY_PAGE = 500  # archived events read per worker-thread call during a replay
 REPLAY_MAX_BACKLOG = 2 * REPLAY_PAGE  # pending deliveries a replay lets build up
 LATE_AFTER_COMPLETED = 2.0  # seconds: when an AWS-like replay sends its late events
-_REPLAY_NAME = re.compile(r"^[.\-_A-Za-z0-9]{1,64}$")
 
 
 class EventsError(BridgeError):
@@ -546,7 +544,7 @@ class Bus:
         description: str = "",
     ) -> dict[str, Any]:
         """StartReplay: checks like AWS, then replays in the background (STARTING → …)."""
-        if not _REPLAY_NAME.match(name or ""):
+        if not REPLAY_NAME.fullmatch(name or ""):
             raise _invalid(
                 f"1 validation error detected: Value '{name}' at 'replayName' failed to satisfy "
                 "constraint: Member must satisfy regular expression pattern: [\\.\\-_A-Za-z0-9]+"
