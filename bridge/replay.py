@@ -140,12 +140,33 @@ def run_replay(
             else:
                 pacer = Pacer(speed)
                 _send(conn, selection, target, summary, pacer, progress, clock, sleep, page_size)
+        except KeyboardInterrupt:
+            target.close()  # what is in flight lands (a second Ctrl-C abandons it)
+            _settle(summary, target, clock() - began)
+            raise ReplayInterrupted(summary) from None
         finally:
             target.close()
-        summary.seconds = clock() - began
+        _settle(summary, target, clock() - began)
+    return summary
+
+
+def _settle(summary: ReplaySummary, target: ReplayTarget, seconds: float) -> None:
+    summary.seconds = seconds
     summary.sent = target.result.sent
     summary.skipped = {**summary.skipped, **target.result.skipped}
-    return summary
+
+
+class ReplayInterrupted(BridgeError):
+    """Ctrl-C during a replay: what was sent stays sent; the summary says how far it got."""
+
+    exit_code = 130
+
+    def __init__(self, summary: ReplaySummary) -> None:
+        self.summary = summary
+        super().__init__(
+            f"interrupted: {summary.sent} of {summary.total} events sent to {summary.where} "
+            f"(read up to {summary.read}); what was sent stays there"
+        )
 
 
 def _send(

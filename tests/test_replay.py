@@ -486,3 +486,34 @@ async def test_to_the_bus_over_its_socket_in_archive_order_with_the_replay_name(
         archived_keys
     )
     assert {e["replay-name"] for e in calls} == {"in-order"}
+
+
+def test_ctrl_c_keeps_what_was_sent_and_says_how_far_it_got(tmp_path: Path) -> None:
+    """At real time over a minute of events, the first is written at once (a paced
+    replay flushes before it waits); Ctrl-C then ends it with exit 130 and one line."""
+    import signal
+    import time
+
+    path = tmp_path / "db"
+    archive.write_events(path, [log_event(n, at=T0 + timedelta(seconds=60 * n)) for n in range(3)])
+    out = tmp_path / "out.db"
+    process = subprocess.Popen(
+        [str(BRIDGE), "replay", "--from", "sqlite", "--db", str(path), "--to", "sqlite"]
+        + ["--out", str(out), "--speed", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (out.exists() and archive.count(out) == 1):
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert err.startswith("error: interrupted: 1 of 3 events sent to the archive file "), err
+    assert err.count("\n") == 1
+    assert archive.count(out) == 1
