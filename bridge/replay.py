@@ -182,7 +182,8 @@ def _send(
 ) -> None:
     pattern_skips = 0
     for page in archive_pages.pages(conn, selection, page_size):
-        for row in page:
+        reported = 0  # rows of this page the progress line has been told of
+        for done, row in enumerate(page):
             if not selection.matches(row.event):
                 pattern_skips += 1
                 continue
@@ -190,13 +191,15 @@ def _send(
                 wait = pacer.delay(from_iso(row.created_at), clock())
                 if wait > 0:
                     target.flush()  # what is due goes now, not after the wait
+                    progress(done - reported)  # a paced page can take hours: tell as it goes
+                    reported = done
                     wait = pacer.delay(from_iso(row.created_at), clock())
                     if wait > 0:
                         sleep(wait)
             target.add(row)
             summary.matched += 1
         summary.read += len(page)
-        progress(len(page))
+        progress(len(page) - reported)
     target.flush()
     if pattern_skips:
         summary.skipped["not matching --pattern"] = pattern_skips

@@ -517,3 +517,49 @@ def test_ctrl_c_keeps_what_was_sent_and_says_how_far_it_got(tmp_path: Path) -> N
     assert err.startswith("error: interrupted: 1 of 3 events sent to the archive file "), err
     assert err.count("\n") == 1
     assert archive.count(out) == 1
+
+
+def test_pacing_on_a_virtual_clock_sleeps_the_scaled_gaps_and_reports_as_it_goes(
+    tmp_path: Path,
+) -> None:
+    """The replay's clock and sleep are injected: at --speed 4 over gaps of 0, 8, 8 and
+    16 s it sleeps 2, 2 and 4 s (late events are not waited for), flushing before each
+    wait, and the progress line hears of each event before the wait that follows it."""
+    path = tmp_path / "db"
+    offsets = [0, 0, 8, 16, 32]
+    archive.write_events(
+        path, [log_event(n, at=T0 + timedelta(seconds=s)) for n, s in enumerate(offsets)]
+    )
+    now = [100.0]
+    slept: list[float] = []
+    told: list[int] = []
+    flushed_before_sleep: list[int] = []
+
+    class Counting(NullTarget):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flushed = 0
+
+        def flush(self) -> None:
+            self.flushed = self.result.sent
+
+    target = Counting()
+
+    def sleep(seconds: float) -> None:
+        flushed_before_sleep.append(target.flushed)
+        slept.append(seconds)
+        now[0] += seconds
+
+    summary = run_replay(
+        path,
+        ReplayFilter(),
+        target,
+        speed=4,
+        clock=lambda: now[0],
+        sleep=sleep,
+        progress=told.append,
+    )
+    assert summary.sent == 5 and sum(told) == 5
+    assert slept == pytest.approx([2.0, 2.0, 4.0])
+    assert flushed_before_sleep == [2, 3, 4]  # what was due went out before each wait
+    assert told[:3] == [2, 1, 1]
