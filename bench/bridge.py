@@ -45,8 +45,9 @@ from botocore.credentials import ReadOnlyCredentials
 
 from bridge.client.connection import BridgeClient, ClientOptions
 from bridge.client.presign import presign
-from bridge.client.sinks import DynamoDBSink, SqliteSink, StateFile, log_item_of
+from bridge.client.sinks import DynamoDBSink, SqliteSink, StateFile
 from bridge.core import wire
+from bridge.core.rewrite import log_item_of
 from bridge.offline.dynamodb import EmbeddedDynamoDB
 from bridge.offline.ports import free_port
 from bridge.store import LogStore, create_tables

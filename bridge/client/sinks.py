@@ -28,7 +28,6 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,12 +35,11 @@ import aiosqlite
 
 from bridge import archive
 from bridge.core.errors import BridgeError
-from bridge.core.events import batches, compact_json
-from bridge.core.log import to_dynamo
-from bridge.core.names import BUS_NAME, log_table_name
+from bridge.core.events import batches
+from bridge.core.names import log_table_name
+from bridge.core.rewrite import entry_of, log_item_of, waves
 from bridge.filelock import FileLock
 
-MAX_BATCH_WRITE = 25
 UNPROCESSED_RETRIES = 10
 _THROTTLED = "ThrottlingException"
 
@@ -235,55 +233,6 @@ class StateFile:
 # --------------------------------------------------------------------------- dynamodb
 
 
-def log_item_of(event: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The log item a ``stream changes`` event stands for, or None for other events."""
-    detail = event.get("detail")
-    if not isinstance(detail, Mapping):
-        return None
-    key = detail.get("key")
-    if not isinstance(key, Mapping) or not isinstance(key.get("pk"), str):
-        return None
-    sk = key.get("sk")
-    if isinstance(sk, bool) or not isinstance(sk, int | float | Decimal | str):
-        return None
-    if not isinstance(detail.get("log"), str) or not isinstance(detail.get("type"), str):
-        return None
-    payload = detail.get("payload")
-    if not isinstance(payload, Mapping):
-        return None
-    return {
-        "pk": key["pk"],
-        "sk": Decimal(str(sk)),
-        "log": detail["log"],
-        "type": detail["type"],
-        "payload": to_dynamo(dict(payload)),
-    }
-
-
-def waves(items: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """BatchWriteItem calls of at most 25 items, each stream at most once per call,
-    its versions in ascending order across calls (a duplicate key is written once)."""
-    unique: dict[tuple[str, Decimal], dict[str, Any]] = {}
-    for item in items:
-        unique[(item["pk"], item["sk"])] = item
-    ordered = sorted(unique.values(), key=lambda item: (item["sk"], item["pk"]))
-    calls: list[list[dict[str, Any]]] = []
-    pending = ordered
-    while pending:
-        call: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        later: list[dict[str, Any]] = []
-        for item in pending:
-            if len(call) < MAX_BATCH_WRITE and item["pk"] not in seen:
-                call.append(item)
-                seen.add(item["pk"])
-            else:
-                later.append(item)
-        calls.append(call)
-        pending = later
-    return calls
-
-
 Hydrate = Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
 
 
@@ -358,20 +307,6 @@ class DynamoDBSink:
 
 
 # --------------------------------------------------------------------------- bus
-
-
-def entry_of(event: Mapping[str, Any]) -> dict[str, Any]:
-    """A PutEvents entry carrying a received event as it was."""
-    entry: dict[str, Any] = {
-        "Source": str(event.get("source", "")),
-        "DetailType": str(event.get("detail-type", "")),
-        "Detail": compact_json(event.get("detail", {})),
-        "EventBusName": BUS_NAME,
-    }
-    resources = event.get("resources")
-    if isinstance(resources, list) and resources:
-        entry["Resources"] = [str(r) for r in resources]
-    return entry
 
 
 class BusSink:
