@@ -171,6 +171,26 @@ def insert_values(event: Mapping[str, Any], text: str | None = None) -> tuple[An
     return (*row_for(event, text), *key_for(event))
 
 
+def is_offline_database(path: PathLike) -> bool:
+    """Does the file hold `bridge offline`'s own tables (its ./db), not only an archive?"""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return False
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dynamodb_tables'"
+        ).fetchone()
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return found is not None
+
+
 # --------------------------------------------------------------------------- sync API
 
 

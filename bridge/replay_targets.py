@@ -285,25 +285,6 @@ class DynamoDBTarget:
 # --------------------------------------------------------------------------- sqlite
 
 
-def is_offline_database(path: Path) -> bool:
-    """Does the file hold `bridge offline`'s own tables (its ./db), not only an archive?"""
-    if not path.is_file():
-        return False
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
-    except sqlite3.Error:
-        return False
-    try:
-        found = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dynamodb_tables'"
-        ).fetchone()
-    except sqlite3.Error:
-        return False
-    finally:
-        conn.close()
-    return found is not None
-
-
 class SqliteTarget:
     """A filtered copy: the rows, as archived, into another archive file."""
 
@@ -322,7 +303,7 @@ class SqliteTarget:
     def check(self) -> None:
         if self.out.exists() and self.source.exists() and self.out.samefile(self.source):
             raise BridgeError(f"--out {self.out} is the archive replayed from: choose another file")
-        if is_offline_database(self.out):
+        if archive.is_offline_database(self.out):
             raise BridgeError(
                 f"--out {self.out} is a `bridge offline` database; copy into a file of its own"
             )

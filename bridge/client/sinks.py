@@ -122,7 +122,7 @@ class SqliteSink:
         self._lock: FileLock | None = None
 
     async def open(self) -> int:
-        if _is_offline_database(self.path):
+        if archive.is_offline_database(self.path):
             raise BridgeError(
                 f"{self.path} is a `bridge offline` database; write the bridge into a "
                 "file of its own (--out bridge.db)"
@@ -170,27 +170,6 @@ class SqliteSink:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-
-
-def _is_offline_database(path: Path) -> bool:
-    """Does the file hold `bridge offline`'s tables (its ./db), not only an archive?"""
-    import sqlite3
-
-    if not path.exists():
-        return False
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
-    except sqlite3.Error:
-        return False
-    try:
-        found = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dynamodb_tables'"
-        ).fetchone()
-    except sqlite3.Error:
-        return False
-    finally:
-        conn.close()
-    return found is not None
 
 
 # --------------------------------------------------------------------------- state file
