@@ -41,6 +41,7 @@ from bridge.core.failure import FAILURE_PK_PREFIX
 from bridge.core.log import to_dynamo
 from bridge.core.names import DEFAULT_REGION, core_table_name, log_table_name
 from bridge.core.subscriptions import Subscriptions
+from bridge.core.timespec import parse_time
 from bridge.diff import DB_FILE
 
 log = logging.getLogger(__name__)
@@ -49,19 +50,10 @@ WRITE_CHUNK = 100  # log items written per worker-thread call
 LOCAL_KEY = "local"  # any key works against the local cloud's DynamoDB
 
 
-def parse_as_of(text: str) -> datetime:
-    """``--as-of``: ISO 8601, a time without an offset being UTC. One small function
-    on purpose: the shared time-argument parser (relative forms) replaces it."""
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValidationError(
-            f"--as-of {text!r}: not an ISO 8601 time (e.g. 2024-05-01T12:00:00Z)"
-        ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+def parse_as_of(text: str, now: datetime | None = None) -> datetime:
+    """``--as-of``: the shared time forms (ISO 8601, a time without an offset being
+    UTC; ``-2h``; ``yesterday``; ``now``)."""
+    return parse_time("--as-of", text, now or datetime.now(UTC))
 
 
 def archive_end(as_of: datetime) -> str:

@@ -58,7 +58,13 @@ def diff(dir_a: Path, dir_b: Path, table: str, stage: str, region: str, as_json:
 
 
 @click.command()
-@click.option("--as-of", "as_of", required=True, metavar="T", help="ISO 8601; no offset: UTC.")
+@click.option(
+    "--as-of",
+    "as_of",
+    required=True,
+    metavar="T",
+    help="ISO 8601 (no offset: UTC), -2h, yesterday, now.",
+)
 @click.option(
     "--from",
     "source_kind",
