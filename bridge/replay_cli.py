@@ -19,9 +19,12 @@ from typing import Any
 import click
 
 from bridge.aws import LOCAL_STAGE, Target, is_loopback, local_endpoint
+from bridge.client.archive_replay import DEFAULT_QUIET, ReplayRequest
+from bridge.client.run import ConnectSettings, subscription_pattern
 from bridge.core.errors import ValidationError
 from bridge.core.inputs import check_text, check_url
 from bridge.core.names import ARCHIVE_NAME, check_stage, log_table_name
+from bridge.core.timespec import parse_range
 
 LOCAL_EVENTS = "http://127.0.0.1:4010"
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is no terminal
@@ -188,13 +191,48 @@ def _progress(enabled: bool) -> Iterator[tuple[Any, Any]]:
     yield plain_total, plain_advance
 
 
-@click.command("replay")
+def archive_replay_options(command: Any) -> Any:
+    """The options of a replay through the bridge (``--from archive``, ``attach``)."""
+    for option in reversed(
+        [
+            click.option(
+                "--url",
+                help="--from archive: the bridge's WebSocket URL (default: the bridge "
+                "stack's output; offline's bridge port for stage local).",
+            ),
+            click.option(
+                "--sink-stage",
+                default=LOCAL_STAGE,
+                show_default=True,
+                help="--from archive --to dynamodb|bus: the local stage written into.",
+            ),
+            click.option(
+                "--sink-endpoint",
+                help="--from archive --to dynamodb|bus: the local endpoint (default "
+                "offline's :8000 / :4010).",
+            ),
+            click.option(
+                "--quiet-period",
+                type=click.FloatRange(min=0),
+                default=DEFAULT_QUIET,
+                show_default=True,
+                metavar="SECONDS",
+                help="--from archive: seconds without an event after COMPLETED before it "
+                "is done (AWS delivers some events late).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@click.group("replay", invoke_without_command=True)
 @click.option(
     "--from",
     "source",
-    type=click.Choice(["sqlite"]),
-    required=True,
-    help="sqlite: a SQLite archive (--db).",
+    type=click.Choice(["sqlite", "archive"]),
+    help="sqlite: a SQLite archive (--db); archive: the EventBridge archive of --stage, "
+    "through the bridge.",
 )
 @click.option(
     "--db",
@@ -211,10 +249,10 @@ def _progress(enabled: bool) -> Iterator[tuple[Any, Any]]:
 @click.option(
     "--to",
     "to",
-    type=click.Choice(["bus", "dynamodb", "sqlite"]),
-    required=True,
+    type=click.Choice(["bus", "dynamodb", "sqlite", "rules"]),
     help="bus: PutEvents as a replay; dynamodb: the log items into {stage}-dynamodb-logs; "
-    "sqlite: a filtered copy into --out.",
+    "sqlite: a filtered copy into --out; rules (--from archive): the named --rule "
+    "subscribers in the cloud.",
 )
 @click.option("--out", type=click.Path(path_type=Path), help="--to sqlite: the file to copy into.")
 @click.option(
@@ -226,7 +264,12 @@ def _progress(enabled: bool) -> Iterator[tuple[Any, Any]]:
 )
 @click.option("--name", "name", help="--to bus: the replay name (default: a fresh one).")
 @click.option("--dry-run", is_flag=True, help="Say what would be sent where; send nothing.")
-@click.option("--stage", default=LOCAL_STAGE, show_default=True, help="--to dynamodb: whose table.")
+@click.option(
+    "--stage",
+    default=LOCAL_STAGE,
+    show_default=True,
+    help="--from sqlite --to dynamodb: whose table; --from archive: the cloud replayed from.",
+)
 @click.option(
     "--endpoint-url",
     help="--to dynamodb: DynamoDB endpoint (default $AWS_ENDPOINT_URL_DYNAMODB, else "
@@ -240,9 +283,32 @@ def _progress(enabled: bool) -> Iterator[tuple[Any, Any]]:
 )
 @click.option("--region", help="AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION).")
 @click.option("--profile", help="AWS profile for credentials (not needed locally).")
+@click.option(
+    "--archive",
+    "archive_name",
+    default=ARCHIVE_NAME,
+    show_default=True,
+    help="--from archive: the stage's archive.",
+)
+@click.option(
+    "--rule", "rules", multiple=True, help="--to rules: a subscriber's rule (repeatable)."
+)
+@click.option(
+    "--yes", is_flag=True, help="--to rules: start it (without: only say what it would do)."
+)
+@archive_replay_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
 def replay(
-    source: str,
+    ctx: click.Context,
+    archive_name: str,
+    rules: tuple[str, ...],
+    yes: bool,
+    url: str | None,
+    sink_stage: str,
+    sink_endpoint: str | None,
+    quiet_period: float,
+    source: str | None,
     db: Path,
     start: str | None,
     end: str | None,
@@ -261,7 +327,8 @@ def replay(
     profile: str | None,
     as_json: bool,
 ) -> None:
-    """Replay archived events into the local bus, a local log table or another file.
+    """Replay archived events: into the local bus, a local log table or another file;
+    or an EventBridge archive through the bridge, or to chosen subscribers in the cloud.
 
     \b
     Examples:
@@ -276,13 +343,64 @@ def replay(
     delivers them as a replay and does not archive them again. --to dynamodb twice
     leaves the same table and publishes nothing the second time. --end is exclusive;
     a time without an offset is UTC.
+
+    \b
+    From the EventBridge archive of a stage (the seed's "AWS to local"):
+      bridge replay --from archive --stage dev --start -2h --end now --to sqlite --out dev.db
+      bridge replay --from archive --stage dev --start yesterday --end today --to dynamodb
+      bridge replay --from archive --stage dev --start -1d --end now --to rules \\
+        --rule dynamodb-logs-dev-users --yes
+      bridge replay list --stage dev · bridge replay cancel NAME --stage dev
+      bridge replay attach NAME --stage dev --to sqlite --out dev.db
+
+    --from archive opens a bridge session for a fresh replay, starts an EventBridge
+    replay whose FilterArns name only the bridge's replay rule (no production handler
+    sees it), follows it, and is done when it is COMPLETED, --quiet-period has passed
+    without an event (AWS sends some after COMPLETED) and the session's buffer is
+    empty. Ctrl-C cancels the replay and keeps what arrived. --to rules replays to
+    exactly the named rules; without --yes it only says what it would replay.
+    A failed or cancelled replay, or events the bridge had to drop, exit non-zero.
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if source is None or to is None:
+        raise ValidationError(
+            "give --from sqlite|archive and --to, or a subcommand: list, cancel, attach "
+            "(see bridge replay --help)"
+        )
+    if source == "archive":
+        for option, given in (("--db", db != Path("db")), ("--speed", speed != 0.0)):
+            if given:
+                raise ValidationError(f"{option} is for --from sqlite; an AWS replay paces itself")
+        for option, given in (("--name", name is not None), ("--dry-run", dry_run)):
+            if given:
+                raise ValidationError(f"{option} is for --from sqlite")
+        window = parse_range(start, end, datetime.now(UTC))
+        if window.start is None or window.end is None:
+            raise ValidationError("--from archive needs --start and --end (e.g. -2h and now)")
+        settings = _connect_settings(
+            stage, to, out, url, sink_stage, sink_endpoint, region, profile, as_json
+        )
+        settings.pattern = subscription_pattern(pattern, logs, types)
+        if to == "rules":
+            _to_rules(
+                settings, window.start, window.end, rules, archive_name, yes, as_json, events_url
+            )
+            return
+        if rules or yes:
+            raise ValidationError("--rule and --yes are for --to rules")
+        request = ReplayRequest(
+            settings, window.start, window.end, archive_name, quiet=quiet_period
+        )
+        request.events_url = events_url
+        _run_archive(request, as_json)
+        return
+    if to == "rules" or rules or yes:
+        raise ValidationError("--to rules and --rule are for --from archive")
     from bridge import replay as replaying
     from bridge.core.pacing import check_speed
     from bridge.core.replay_filter import ReplayFilter
-    from bridge.core.timespec import parse_range
 
-    del source  # one source so far: sqlite
     check_stage(stage)
     for option, values in (("--log", logs), ("--type", types)):
         for value in values:
@@ -344,3 +462,189 @@ def _target(
         check_replay_name("--name", name)
     client = _events_client(LOCAL_STAGE, url, region, profile)
     return replay_targets.BusTarget(client, str(url), name or replaying.replay_name())
+
+
+# --------------------------------------------------------------------------- --from archive
+
+
+def _connect_settings(
+    stage: str,
+    to: str,
+    out: Path | None,
+    url: str | None,
+    sink_stage: str,
+    sink_endpoint: str | None,
+    region: str | None,
+    profile: str | None,
+    as_json: bool,
+) -> ConnectSettings:
+    """The bridge and sink settings of a replay through the bridge (as `bridge connect`)."""
+    check_stage(stage)
+    check_stage(sink_stage)
+    if to == "sqlite" and out is None:
+        raise ValidationError("--to sqlite needs --out FILE (the file the replay goes into)")
+    if url is not None:
+        check_text("--url", url)
+    return ConnectSettings(
+        stage=stage,
+        url=url,
+        sink=to if to != "rules" else "none",
+        out=out,
+        sink_endpoint=check_url("--sink-endpoint", sink_endpoint) if sink_endpoint else None,
+        sink_stage=sink_stage,
+        as_json=as_json,
+        profile=profile,
+        region=region,
+    )
+
+
+def _run_archive(request: ReplayRequest, as_json: bool) -> None:
+    from bridge.client.archive_replay import run_archive_replay
+
+    values = run_archive_replay(request)
+    _finish(values, as_json)
+
+
+def _finish(values: dict[str, Any], as_json: bool) -> None:
+    """Print the summary; exit non-zero unless the replay completed with nothing lost."""
+    from bridge.client.run import summary_line
+
+    if as_json:
+        _emit({"summary": values})
+    else:
+        click.echo(f"replay {values['replay']} {values['state'].lower()}: {summary_line(values)}")
+    if values["state"] in ("CANCELLED", "INTERRUPTED"):
+        sys.exit(130)
+    if not values["ok"]:
+        sys.exit(1)
+
+
+def _to_rules(
+    settings: ConnectSettings,
+    start: datetime,
+    end: datetime,
+    rules: tuple[str, ...],
+    archive_name: str,
+    yes: bool,
+    as_json: bool,
+    events_url: str | None,
+) -> None:
+    from bridge.client.archive_replay import plan_rules_replay, run_rules_replay
+
+    if settings.out is not None:
+        raise ValidationError("--out is for --to sqlite; --to rules writes nothing here")
+    events, plan = plan_rules_replay(settings, start, end, list(rules), archive_name, events_url)
+    if not yes:
+        lines = ["would replay (add --yes to start it):", *plan.lines()]
+        click.echo("\n".join(lines), err=True)
+        sys.exit(1)
+    result = run_rules_replay(events, plan)
+    if as_json:
+        _emit({"summary": result})
+    else:
+        reason = f" ({result['reason']})" if result.get("reason") else ""
+        click.echo(
+            f"replay {result['replay']} to {', '.join(result['rules'])}: "
+            f"{result['state'].lower()}{reason}"
+        )
+    if not result["ok"]:
+        sys.exit(130 if result["state"] == "CANCELLED" else 1)
+
+
+def _cloud_options(command: Any) -> Any:
+    for option in reversed(
+        [
+            click.option(
+                "--stage", default=LOCAL_STAGE, show_default=True, help="The cloud's stage."
+            ),
+            click.option(
+                "--region", help="AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION)."
+            ),
+            click.option("--profile", help="AWS profile for credentials."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@replay.command("list")
+@_cloud_options
+@click.option("--json", "as_json", is_flag=True, help="Print the replays as JSON.")
+def replay_list(stage: str, region: str | None, profile: str | None, as_json: bool) -> None:
+    """The stage's replays, newest first (AWS runs at most 10 at once per region).
+
+    \b
+    Example:
+      bridge replay list --stage dev
+    """
+    from bridge.client.archive_replay import list_replays
+
+    check_stage(stage)
+    rows = list_replays(ConnectSettings(stage=stage, region=region, profile=profile))
+    if as_json:
+        _emit({"replays": rows})
+        return
+    if not rows:
+        click.echo("no replays")
+    for row in rows:
+        click.echo(f"{row['name']}  {row['state']}  {row['start']} .. {row['end']}")
+
+
+@replay.command("cancel")
+@click.argument("name")
+@_cloud_options
+def replay_cancel(name: str, stage: str, region: str | None, profile: str | None) -> None:
+    """Cancel a running replay (CancelReplay).
+
+    \b
+    Example:
+      bridge replay cancel bridge-dev-20261201T101500Z-1a2b3c --stage dev
+    """
+    from bridge.client.archive_replay import cancel_replay
+
+    check_stage(stage)
+    state = cancel_replay(ConnectSettings(stage=stage, region=region, profile=profile), name)
+    click.echo(f"replay {name}: {state.lower()}")
+
+
+@replay.command("attach")
+@click.argument("name")
+@_cloud_options
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(["bus", "dynamodb", "sqlite"]),
+    required=True,
+    help="The sink the replay was going into (the same --out: it holds the cursor).",
+)
+@click.option("--out", type=click.Path(path_type=Path), help="--to sqlite: the file.")
+@archive_replay_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def replay_attach(
+    name: str,
+    stage: str,
+    region: str | None,
+    profile: str | None,
+    to: str,
+    out: Path | None,
+    url: str | None,
+    sink_stage: str,
+    sink_endpoint: str | None,
+    quiet_period: float,
+    as_json: bool,
+) -> None:
+    """Take up a `--from archive` replay whose client stopped (killed, a lost laptop
+    lid) and finish it: its session kept the events; the sink's cursor says where
+    it was.
+
+    \b
+    Example:
+      bridge replay attach bridge-dev-20261201T101500Z-1a2b3c --stage dev --to sqlite --out dev.db
+    """
+    from bridge.core.rewrite import check_replay_name
+
+    check_replay_name("NAME", name)
+    settings = _connect_settings(
+        stage, to, out, url, sink_stage, sink_endpoint, region, profile, as_json
+    )
+    _run_archive(ReplayRequest(settings, name=name, attach=True, quiet=quiet_period), as_json)

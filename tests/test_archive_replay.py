@@ -9,6 +9,7 @@ and know when it is done.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -162,3 +163,86 @@ def test_a_replay_to_rules_reaches_only_the_named_subscriber(
     got = live.stop()
     assert got["received"] - got["duplicates"] == 8  # the bridge: live events only
     assert all("replay-name" not in row for row in sink_events(live_db))
+
+
+def test_a_killed_archive_replay_reattached_finishes_with_every_event_once(
+    aws: Cloud, tmp_path: Path
+) -> None:
+    """`bridge replay --from archive` killed with SIGKILL after its first rows, then
+    `bridge replay attach NAME` (found with `bridge replay list`): every event once."""
+    import os
+    import signal
+    import subprocess
+
+    from bridge_process import run_bridge
+    from offline_process import BRIDGE, LOCAL_ENV
+
+    env = {"AWS_ENDPOINT_URL_EVENTBRIDGE": aws.offline.events_url}
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    store = LogStore(aws.table(log_table_name("dev")))
+    before = len(recorded(aws))
+    for n in range(100):
+        store.append(LOG, f"k{n}", "step0", {"id": f"k{n}"}, expected_version=0)
+    ids = {f"replays#k{n}#stream" for n in range(100)}
+    eventually(
+        lambda: len(recorded(aws)) >= before + 100, DELIVERY_TIMEOUT, "the 100 events published"
+    )
+    end = datetime.now(UTC)
+    out = tmp_path / "replayed.db"
+    common = ["--stage", "dev", "--url", aws.url, "--to", "sqlite", "--out", str(out)]
+    args = [
+        *("replay", "--from", "archive", "--start", start.isoformat(), "--end", end.isoformat()),
+        *("--log", LOG, "--quiet-period", "30", *common),
+    ]
+    first = subprocess.Popen(
+        [str(BRIDGE), *args],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **LOCAL_ENV, **env},
+        start_new_session=True,
+    )
+    try:
+        eventually(lambda: len(sink_events(out)) >= 10, DELIVERY_TIMEOUT, "the first rows")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # long before its 30 s quiet period ends
+        first.communicate()
+    listed = run_bridge(tmp_path, "replay", "list", "--stage", "dev", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    name = json.loads(listed.stdout)["replays"][0]["name"]  # newest first
+    assert name.startswith("bridge-dev-")
+
+    attached = run_bridge(
+        tmp_path, "replay", "attach", name, *common, "--quiet-period", "3", "--json",
+        env=env, timeout=DELIVERY_TIMEOUT,
+    )  # fmt: skip
+    assert attached.returncode == 0, attached.stderr
+    summary = json.loads(attached.stdout)["summary"]
+    assert summary["state"] == "COMPLETED" and summary["replay"] == name
+    rows = [row for row in sink_events(out) if row["detail"]["key"]["pk"] in ids]
+    assert sorted(row["detail"]["key"]["pk"] for row in rows) == sorted(ids)  # each once
+    assert {row["replay-name"] for row in rows} == {name}
+
+
+def test_a_replay_to_rules_without_yes_only_says_what_it_would_do(
+    aws: Cloud, tmp_path: Path
+) -> None:
+    from bridge_process import run_bridge
+
+    env = {"AWS_ENDPOINT_URL_EVENTBRIDGE": aws.offline.events_url}
+
+    def replays() -> int:
+        listed = run_bridge(tmp_path, "replay", "list", "--stage", "dev", "--json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        return len(json.loads(listed.stdout)["replays"])
+
+    known = replays()
+    planned = run_bridge(
+        tmp_path, "replay", "--from", "archive", "--stage", "dev", "--start", "-1h",
+        "--end", "now", "--to", "rules", "--rule", "dynamodb-logs-dev-recorder", env=env,
+    )  # fmt: skip
+    assert planned.returncode == 1
+    assert "would replay (add --yes to start it):" in planned.stderr
+    assert "rule dynamodb-logs-dev-recorder (arn:aws:events:" in planned.stderr
+    assert replays() == known  # nothing was started

@@ -74,6 +74,7 @@ class ReplayRequest:
     attach: bool = False
     quiet: float = DEFAULT_QUIET
     poll: float = POLL_INTERVAL
+    events_url: str | None = None  # EventBridge endpoint (else as events_client says)
 
 
 def fresh_name(stage: str, now: datetime | None = None) -> str:
@@ -82,22 +83,27 @@ def fresh_name(stage: str, now: datetime | None = None) -> str:
     return f"bridge-{stage}-{when}-{secrets.token_hex(3)}"[-MAX_REPLAY_NAME:]
 
 
-def events_client(settings: ConnectSettings, region: str) -> Any:
-    """EventBridge of the stage: offline's endpoint and key pair for stage local
-    (unless --profile or AWS_ENDPOINT_URL_EVENTBRIDGE says otherwise), else the
-    standard chain; botocore reads AWS_ENDPOINT_URL_EVENTBRIDGE itself."""
+def events_client(settings: ConnectSettings, region: str, endpoint_url: str | None = None) -> Any:
+    """EventBridge of the stage: ``endpoint_url`` if given; for stage local, offline's
+    endpoint and key pair (unless --profile or AWS_ENDPOINT_URL_EVENTBRIDGE says
+    otherwise); else the standard chain. botocore reads AWS_ENDPOINT_URL_EVENTBRIDGE."""
     if settings.stage == LOCAL_STAGE and not settings.profile:
         session = boto3.Session(
             aws_access_key_id=LOCAL_CREDENTIALS.access_key,
             aws_secret_access_key=LOCAL_CREDENTIALS.secret_key,
             region_name=region,
         )
-        if not os.environ.get("AWS_ENDPOINT_URL_EVENTBRIDGE"):
-            return session.client("events", endpoint_url=LOCAL_EVENTS)
-        return session.client("events")
-    if settings.profile:
-        return boto3.Session(profile_name=settings.profile, region_name=region).client("events")
-    return boto3.Session(region_name=region).client("events")
+        if not endpoint_url and not os.environ.get("AWS_ENDPOINT_URL_EVENTBRIDGE"):
+            endpoint_url = LOCAL_EVENTS
+    elif settings.profile:
+        session = boto3.Session(profile_name=settings.profile, region_name=region)
+    else:
+        session = boto3.Session(region_name=region)
+    return (
+        session.client("events", endpoint_url=endpoint_url)
+        if endpoint_url
+        else session.client("events")
+    )
 
 
 @dataclass
@@ -182,7 +188,7 @@ def run_archive_replay(
         if request.start >= request.end:
             raise ValidationError("--start must be before --end (--end is exclusive)")
     region = resolve_region(settings)
-    events = events_client(settings, region)
+    events = events_client(settings, region, request.events_url)
     url = bridge_url(settings, region)
     signer = make_signer(settings, region)
     try:
@@ -366,7 +372,12 @@ class RulesPlan:
 
 
 def plan_rules_replay(
-    settings: ConnectSettings, start: datetime, end: datetime, rules: list[str], archive: str
+    settings: ConnectSettings,
+    start: datetime,
+    end: datetime,
+    rules: list[str],
+    archive: str,
+    events_url: str | None = None,
 ) -> tuple[Any, RulesPlan]:
     """The events client and the plan; every named rule must exist on the stage's bus."""
     if not rules:
@@ -374,7 +385,7 @@ def plan_rules_replay(
     if start >= end:
         raise ValidationError("--start must be before --end (--end is exclusive)")
     region = resolve_region(settings)
-    events = events_client(settings, region)
+    events = events_client(settings, region, events_url)
     try:
         described = events.describe_archive(ArchiveName=archive)
     except ClientError as error:
