@@ -213,6 +213,9 @@ def test_server_refuses_peer_faults_with_error_messages() -> None:
     assert (error.code, "send hello first" in error.message) == ("no-session", True)  # type: ignore[union-attr]
     error = replies(serve(subscribe_text, record(connection="c2")))[0]
     assert "taken over by a newer connection" in error.message  # type: ignore[union-attr]
+    # An ack that overtook nothing but arrived after $disconnect: said as it is.
+    late_ack = replies(serve(wire.encode(wire.Ack(1)), record(connection=None)))[0]
+    assert late_ack.message.endswith("has no open connection: this one was closed")  # type: ignore[union-attr]
     error = replies(serve(subscribe_text, record(owner=OTHER)))[0]
     assert error.code == "no-session" and "another principal" in error.message  # type: ignore[union-attr]
     bad = replies(serve(wire.encode(wire.Subscribe({"a": "b"})), record()))[0]

@@ -230,6 +230,8 @@ class ServerProtocol:
             return f"session {record.name!r} has expired"
         if record.owner != self.owner:
             return f"session {record.name!r} belongs to another principal"
+        if record.connection is None:  # $disconnect ran first: messages may overtake it
+            return f"session {record.name!r} has no open connection: this one was closed"
         return f"session {record.name!r} was taken over by a newer connection"
 
     def _hello(self, message: wire.Hello) -> Plan:
