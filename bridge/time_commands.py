@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from bridge.aws import default_region
+from bridge.core.errors import BridgeError, ValidationError
 
 
 @click.command()
@@ -68,10 +70,19 @@ def diff(dir_a: Path, dir_b: Path, table: str, stage: str, region: str, as_json:
 @click.option(
     "--from",
     "source_kind",
-    type=click.Choice(["sqlite"]),
+    type=click.Choice(["sqlite", "archive"]),
     default="sqlite",
     show_default=True,
-    help="Where the events come from: a local archive (the AWS archive is to come).",
+    help="Where the events come from: a local archive (--db), or the EventBridge archive "
+    "of --archive-stage, replayed through the bridge into DIR/archive.db first.",
+)
+@click.option(
+    "--archive-stage",
+    help="--from archive: the cloud whose archive is replayed (e.g. dev).",
+)
+@click.option(
+    "--url",
+    help="--from archive: the bridge's WebSocket URL (default: the bridge stack's output).",
 )
 @click.option(
     "--db",
@@ -110,6 +121,8 @@ def diff(dir_a: Path, dir_b: Path, table: str, stage: str, region: str, as_json:
 def rebuild(
     as_of: str,
     source_kind: str,
+    archive_stage: str | None,
+    url: str | None,
     db: Path,
     functions: tuple[str, ...],
     into: Path,
@@ -130,6 +143,7 @@ def rebuild(
       bridge rebuild --as-of 2024-05-01T12:00:00Z --into before/
       bridge rebuild --as-of 2024-05-01T12:05:00Z --function users --into after/
       bridge diff before/ after/
+      bridge rebuild --as-of -1h --from archive --archive-stage dev --into an-hour-ago/
     """
     import asyncio
 
@@ -146,6 +160,10 @@ def rebuild(
     check_stage(stage)
     moment = parse_as_of(as_of)
     subscriptions = select_functions(load(config), functions)
+    if source_kind == "archive":
+        db = _replayed_archive(archive_stage, url, moment, into)
+    elif archive_stage or url:
+        raise ValidationError("--archive-stage and --url are for --from archive")
     check_paths(db, into)  # before the bar starts: an error is then its one line alone
     configure_logging(0 if verbose else -1)
     total = count(db, end=archive_end(moment)) if db.is_file() else 0
@@ -172,6 +190,37 @@ def rebuild(
     else:
         for line in summary.lines():
             click.echo(line)
+
+
+def _replayed_archive(stage: str | None, url: str | None, moment: Any, into: Path) -> Path:
+    """The cloud's archive up to the moment, replayed through the bridge into
+    DIR/archive.db (kept: it is the source of the rebuild); its path."""
+    from datetime import timedelta
+
+    from bridge.client.archive_replay import ReplayRequest, run_archive_replay
+    from bridge.client.run import ConnectSettings
+    from bridge.core.names import check_stage
+    from bridge.diff import DB_FILE
+
+    if not stage:
+        raise ValidationError("--from archive needs --archive-stage (the cloud, e.g. dev)")
+    check_stage(stage)
+    out = into / "archive.db"
+    for there in (out, into / DB_FILE):  # refused before anything is replayed
+        if there.exists():
+            raise BridgeError(f"{there} exists: rebuild into a new directory (or remove it)")
+    into.mkdir(parents=True, exist_ok=True)
+    settings = ConnectSettings(stage=stage, url=url, sink="sqlite", out=out)
+    # --end is exclusive and EventBridge times are whole seconds: a second past T.
+    request = ReplayRequest(settings, None, moment + timedelta(seconds=1))
+    values = run_archive_replay(request)
+    if not values["ok"]:
+        raise BridgeError(
+            f"the replay of {stage}'s archive ended {values['state']} with {values['written']} "
+            f"events written to {out}; nothing was rebuilt"
+        )
+    click.echo(f"replayed {values['written']} events of {stage}'s archive into {out}", err=True)
+    return out
 
 
 COMMANDS = [diff, rebuild]

@@ -246,3 +246,41 @@ def test_a_replay_to_rules_without_yes_only_says_what_it_would_do(
     assert "would replay (add --yes to start it):" in planned.stderr
     assert "rule dynamodb-logs-dev-recorder (arn:aws:events:" in planned.stderr
     assert replays() == known  # nothing was started
+
+
+def test_a_rebuild_from_the_cloud_archive_holds_its_log_as_of_the_moment(
+    aws: Cloud, tmp_path: Path
+) -> None:
+    """`bridge rebuild --from archive`: the cloud's archive replayed through the bridge
+    into DIR/archive.db, then rebuilt: the rebuilt log holds every log item the cloud
+    had, and the cloud's subscriber saw nothing of the replay."""
+    from bridge_process import run_bridge
+
+    from bridge.offline.reader import read_table
+
+    store = LogStore(aws.table(log_table_name("dev")))
+    seen = len(recorded(aws))
+    store.append(LOG, "rebuilt", "step0", {"id": "rebuilt"}, expected_version=0)
+    cloud_items = aws.table(log_table_name("dev")).scan(ConsistentRead=True)["Items"]
+    expected = {(str(item["pk"]), int(item["sk"])) for item in cloud_items}
+
+    def grown() -> set[str] | None:
+        found = recorded(aws)
+        return found if len(found) > seen else None
+
+    # Published live: the subscriber has it, and so has the archive.
+    before = eventually(grown, DELIVERY_TIMEOUT, "the last event at the subscriber")
+    moment = datetime.now(UTC)
+    into = tmp_path / "rebuilt"
+    env = {"AWS_ENDPOINT_URL_EVENTBRIDGE": aws.offline.events_url}
+    done = run_bridge(
+        tmp_path, "rebuild", "--as-of", moment.isoformat(), "--from", "archive",
+        "--archive-stage", "dev", "--url", aws.url, "--into", str(into), "--json",
+        env=env, timeout=DELIVERY_TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rebuilt = read_table(into / "db", log_table_name("local"))
+    keys = {(item["pk"]["S"], int(item["sk"]["N"])) for item in rebuilt.items.values()}
+    assert keys == expected
+    assert (into / "archive.db").is_file()
+    assert recorded(aws) == before  # the replay reached no subscriber of the cloud

@@ -60,6 +60,7 @@ DEFAULT_QUIET = 10.0  # seconds without an event after COMPLETED before it is do
 POLL_INTERVAL = 1.0  # seconds between DescribeReplay calls
 MAX_REPLAY_NAME = 64  # EventBridge's limit
 _ENDED = ("COMPLETED", "CANCELLED", "FAILED")
+SINCE_EVER = datetime(2019, 7, 1, tzinfo=UTC)  # before EventBridge had archives
 
 
 @dataclass
@@ -67,7 +68,7 @@ class ReplayRequest:
     """What to replay, and where to (``connect`` holds the bridge and sink settings)."""
 
     connect: ConnectSettings
-    start: datetime | None = None  # None with ``attach``: the replay knows its range
+    start: datetime | None = None  # None: the archive's beginning (attach: the replay's)
     end: datetime | None = None
     archive: str = ARCHIVE_NAME
     name: str | None = None  # a fresh one unless attaching
@@ -111,6 +112,7 @@ class Targets:
     archive_arn: str
     bus_arn: str
     rule_arn: str
+    created: datetime | None = None  # the archive's CreationTime: where "everything" starts
 
 
 def find_targets(events: Any, stage: str, archive: str) -> Targets:
@@ -134,7 +136,13 @@ def find_targets(events: Any, stage: str, archive: str) -> Targets:
                 f"(bridge deploy --stage {stage} --bridge)"
             ) from None
         raise
-    return Targets(described["ArchiveArn"], described["EventSourceArn"], rule_arn)
+    created = described.get("CreationTime")
+    return Targets(
+        described["ArchiveArn"],
+        described["EventSourceArn"],
+        rule_arn,
+        created if isinstance(created, datetime) else None,
+    )
 
 
 def _code(error: ClientError) -> str:
@@ -183,9 +191,9 @@ def run_archive_replay(
     settings = request.connect
     check_no_loop(settings)
     if not request.attach:
-        if request.start is None or request.end is None:
-            raise ValidationError("--start and --end are needed to replay an archive")
-        if request.start >= request.end:
+        if request.end is None:
+            raise ValidationError("--end is needed to replay an archive")
+        if request.start is not None and request.start >= request.end:
             raise ValidationError("--start must be before --end (--end is exclusive)")
     region = resolve_region(settings)
     events = events_client(settings, region, request.events_url)
@@ -198,6 +206,8 @@ def run_archive_replay(
             described = _describe(events, request.name)
             request.start = described.get("EventStartTime")
             request.end = described.get("EventEndTime")
+        elif request.start is None:  # from the archive's beginning
+            request.start = targets.created or SINCE_EVER
     except (BotoCoreError, ClientError) as error:
         raise BridgeError(f"AWS said: {error}") from None
     name = request.name or fresh_name(settings.stage)

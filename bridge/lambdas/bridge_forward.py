@@ -41,15 +41,19 @@ def _sessions(bridge: BridgeTable, now: float) -> list[SessionRecord]:
     """The live sessions, from this container's cache while it is fresh."""
     global _cache
     fresh_until, records = _cache
-    if time.monotonic() < fresh_until:
+    read_at = time.monotonic()
+    if read_at < fresh_until:
         return records
     records = []
+    # Fresh for a while from *before* the read: a subscription saved while the query
+    # ran may be missing from it, and bridge-message answers `subscribed` only once
+    # every copy read before the save has expired (however slow this query was).
     for item in bridge.sessions(now):
         try:
             records.append(SessionRecord.from_item(item))
         except wire.LocalProtocolError as error:
             _env.log("skipped a broken session item", error=str(error))
-    _cache = (time.monotonic() + _bridge.sessions_cache_seconds(), records)
+    _cache = (read_at + _bridge.sessions_cache_seconds(), records)
     return records
 
 

@@ -27,7 +27,7 @@ from bridge.lambdas import _bridge, _env
 from bridge.lambdas._bridge_post import Posted
 from bridge.lambdas._bridge_table import BridgeTable, session_key
 
-#: Beyond the forwarders' cache time, for an invocation that read just before it ended.
+#: Beyond the forwarders' cache time (counted from before their read), for timer slop.
 SUBSCRIBE_MARGIN = 0.25
 
 
