@@ -259,6 +259,19 @@ class Cloud:
         )
         return int(answer.get("Item", {}).get("next", {}).get("N", 0))
 
+    def allocate_unwritten(self, name: str, owner: str = LOCAL_PRINCIPAL) -> int:
+        """Allocate the session's next cursor as the forwarder does (an atomic add on
+        its counter) and write nothing: a forwarder that died right after. The cursor."""
+        answer = self.dynamodb().update_item(
+            TableName=bridge_table_name(self.stage),
+            Key={"pk": {"S": f"cursor#{session_key(owner, name)}"}, "sk": {"S": "counter"}},
+            UpdateExpression="ADD #next :one, #bytes :zero",
+            ExpressionAttributeNames={"#next": "next", "#bytes": "bytes"},
+            ExpressionAttributeValues={":one": {"N": "1"}, ":zero": {"N": "0"}},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(answer["Attributes"]["next"]["N"])
+
     def acked(self, name: str, owner: str = LOCAL_PRINCIPAL) -> int:
         item = self.session_item(name, owner) or {}
         return int(item.get("acked", {}).get("N", 0))
@@ -536,58 +549,114 @@ def check_exactly_once(
     assert summary["gaps"] == 0, summary
 
 
+SHORT_AGE = 3  # seconds: API Gateway's 2-hour connection limit, made short
+
+
+@pytest.fixture(scope="module")
+def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    """A cloud playing AWS whose gateway closes every connection after 3 s."""
+    cwd = tmp_path_factory.mktemp("aws-short-connections")
+    write_definition(cwd)
+    cloud = start_cloud(cwd, "--stage", "dev", "--max-connection-age", str(SHORT_AGE))
+    yield cloud
+    stop_cloud(cloud)
+
+
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize(
     "max_age",
-    [None, 3],
+    [None, SHORT_AGE],
     ids=["sigkill", "sigkill-and-max-connection-age"],
 )
 def test_5000_events_through_5_sigkills_arrive_exactly_once(
     dev: Cloud,
     connect: Connect,
     tmp_path: Path,
-    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
     max_age: int | None,
 ) -> None:
     """5,000 events while the client is killed with SIGKILL 5 times at random moments
-    and started again: the sink holds each exactly once. Again on a cloud whose gateway
-    closes every connection after 3 s (API Gateway's 2-hour limit, made short)."""
-    cloud = dev
+    and started again: the sink holds each exactly once, and the client acknowledges
+    every cursor the bridge allocated. Again on a cloud whose gateway closes every
+    connection after 3 s (API Gateway's 2-hour limit, made short)."""
+    cloud = dev if max_age is None else request.getfixturevalue("short_lived")
+    db = tmp_path / "bridge.db"
+    session = f"kills-{max_age or 0}"
+    client = connect(cloud, session, "--out", str(db)).start()
+    cloud.wait_subscribed(session)
+    writer = cloud.start_generate(1250, 200 + (max_age or 0))
+    expected = generated(1250, 200 + (max_age or 0))
+    rng = random.Random(7 + (max_age or 0))
+    kill_and_restart(client, len(expected), kills=5, rng=rng)
+    out, err = writer.communicate(timeout=300)
+    assert writer.returncode == 0, err
+    eventually(
+        lambda: sink_count(db) >= 5000, DELIVERY_TIMEOUT, "5000 rows", lambda: sink_count(db)
+    )
     if max_age is not None:
-        cwd = tmp_path_factory.mktemp("aws-short-connections")
-        write_definition(cwd)
-        cloud = start_cloud(cwd, "--stage", "dev", "--max-connection-age", str(max_age))
-    try:
-        db = tmp_path / "bridge.db"
-        session = f"kills-{max_age or 0}"
-        client = connect(cloud, session, "--out", str(db)).start()
-        cloud.wait_subscribed(session)
-        writer = cloud.start_generate(1250, 200 + (max_age or 0))
-        expected = generated(1250, 200 + (max_age or 0))
-        rng = random.Random(7 + (max_age or 0))
-        kill_and_restart(client, len(expected), kills=5, rng=rng)
-        out, err = writer.communicate(timeout=300)
-        assert writer.returncode == 0, err
-        eventually(
-            lambda: sink_count(db) >= 5000, DELIVERY_TIMEOUT, "5000 rows", lambda: sink_count(db)
+        # The last run must outlive connections too, whatever moment the last kill
+        # came at: wait until two of its connections were closed (by the gateway, at
+        # their age: nothing else closes them), so it resumed on a new one at least once.
+        client.wait_for(
+            lambda c: c.stderr.count("bridge connection lost (closed") >= 2,
+            DELIVERY_TIMEOUT,
+            "two connections of the last run closed",
         )
-        if max_age is not None:
-            # The last run must outlive connections too, whatever moment the last kill
-            # came at: wait until two of its connections were closed (by the gateway, at
-            # their age: nothing else closes them), so it resumed on a new one at least once.
-            client.wait_for(
-                lambda c: c.stderr.count("bridge connection lost (closed") >= 2,
-                DELIVERY_TIMEOUT,
-                "two connections of the last run closed",
-            )
-        summary = client.stop()
-        check_exactly_once(db, expected, summary)
-        if max_age is not None:
-            assert summary["connections"] >= 2, summary
-            assert "maximum connection age reached" in cloud.offline.log.read_text()
-    finally:
-        if cloud is not dev:
-            stop_cloud(cloud)
+    # Every cursor allocated (5,000, more if EventBridge retried an event) is
+    # acknowledged: a hole a dead forwarder left is skipped after the grace, on
+    # short connections too, never left to hold the bridge's buffer.
+    eventually(
+        lambda: cloud.acked(session) == cloud.allocated(session),
+        DELIVERY_TIMEOUT,
+        "every cursor acknowledged",
+        lambda: (cloud.acked(session), cloud.allocated(session)),
+    )
+    summary = client.stop()
+    check_exactly_once(db, expected, summary)
+    assert summary["cursor"] == cloud.allocated(session), summary
+    if max_age is not None:
+        assert summary["connections"] >= 2, summary
+        assert "maximum connection age reached" in cloud.offline.log.read_text()
+
+
+def test_a_dead_forwarders_hole_is_skipped_though_no_connection_outlives_the_grace(
+    short_lived: Cloud, connect: Connect, tmp_path: Path
+) -> None:
+    """A forwarder that dies after allocating its cursor leaves a cursor never written
+    (EventBridge retries its event under a new one). On a gateway closing every
+    connection after 3 s, the client still skips it once it has been missing for the
+    grace (120 s), counted across its connections, each far shorter; it acknowledges
+    past it, the bridge lets the buffer go, and nothing is reported lost."""
+    cloud, session = short_lived, "holey"
+    db = tmp_path / "bridge.db"
+    client = connect(cloud, session, "--out", str(db)).start()
+    cloud.wait_subscribed(session)
+    first = cloud.generate(2, 901)
+    eventually(lambda: sink_count(db) >= 8, DELIVERY_TIMEOUT, "the first 8 rows")
+    eventually(
+        lambda: cloud.acked(session) == cloud.allocated(session) >= 8,
+        DELIVERY_TIMEOUT,
+        "the first 8 acknowledged",
+    )
+    hole = cloud.allocate_unwritten(session)  # what the dead forwarder did
+    missed = time.monotonic()  # the client cannot miss it before a later cursor exists
+    second = cloud.generate(2, 902)
+    eventually(lambda: sink_count(db) >= 16, DELIVERY_TIMEOUT, "all 16 rows")
+    top = cloud.allocated(session)
+    assert top >= hole + 8
+    eventually(
+        lambda: cloud.acked(session) == top,
+        DELIVERY_TIMEOUT,
+        "the acknowledgement past the hole",
+        lambda: cloud.acked(session),
+    )
+    assert time.monotonic() - missed >= 120  # not skipped before the grace was over
+    summary = client.stop()
+    assert (summary["cursor"], summary["gaps"], summary["holes_skipped"]) == (top, 0, 1), summary
+    assert summary["connections"] >= 120 // SHORT_AGE // 2, summary  # all short-lived
+    assert log_keys(sink_events(db)) == Counter(set(first) | set(second))
+    assert sink_count(db) == 16
+    assert eventually(lambda: cloud.sessions()[session]["buffered"] == 0, 60, "an empty buffer")
 
 
 def stop_cloud(cloud: Cloud) -> None:
