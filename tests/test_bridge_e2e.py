@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import time
@@ -277,18 +278,30 @@ class Cloud:
         return int(item.get("acked", {}).get("N", 0))
 
     def wait_subscribed(self, name: str, owner: str = LOCAL_PRINCIPAL) -> None:
-        """Until the session is subscribed with a connection open: from then on the
-        forwarder buffers every event it wants (none before, by design)."""
+        """Until the session is subscribed with a connection open and the bridge has
+        answered that connection's ``subscribe``: from then on the forwarder buffers
+        every event it wants (none before, by design).
 
-        def subscribed() -> bool:
+        The item alone is not enough: it is saved first, and the answer waits until
+        every forwarder's cached copy of the sessions has been read again (about a
+        second); an event produced in between can meet a stale copy and never be
+        buffered for the session. The gateway logs each invocation once it returned."""
+
+        def subscribed() -> str | None:
             item = self.session_item(name, owner)
-            return bool(
-                item
-                and item.get("subscribed", {}).get("BOOL")
-                and "S" in item.get("connection", {})
-            )
+            if item and item.get("subscribed", {}).get("BOOL"):
+                return item.get("connection", {}).get("S")
+            return None
 
-        eventually(subscribed, DELIVERY_TIMEOUT, f"subscribed session {name!r}")
+        connection = eventually(subscribed, DELIVERY_TIMEOUT, f"subscribed session {name!r}")
+        answered = re.compile(
+            rf"invoke subscribe connection={re.escape(connection)} request=\S+ -> 200 "
+        )
+        eventually(
+            lambda: answered.search(self.offline.log.read_text()),
+            DELIVERY_TIMEOUT,
+            f"the answer to session {name!r}'s subscribe",
+        )
 
     def sessions(self, env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
         """`bridge sessions list --json` as the principal of ``env``: name -> row."""
@@ -694,9 +707,17 @@ def test_events_produced_while_no_client_is_connected_arrive_on_reconnect(
     assert log_keys(sink_events(db)) == Counter(set(first))
 
     second = dev.generate(25, 402)  # nobody connected: the session's buffer keeps them
-    eventually(lambda: dev.allocated("away") == 200, DELIVERY_TIMEOUT, "200 cursors")
+    eventually(
+        lambda: dev.allocated("away") == 200,
+        DELIVERY_TIMEOUT,
+        "200 cursors",
+        lambda: dev.allocated("away"),
+    )
     row = eventually(
-        lambda: (row := dev.sessions()["away"])["buffered"] == 100 and row, 60, "100 buffered"
+        lambda: (row := dev.sessions()["away"])["buffered"] == 100 and row,
+        60,
+        "100 buffered",
+        lambda: (dev.sessions()["away"], dev.allocated("away")),
     )
     assert (row["connected"], row["acked"], row["next_cursor"]) == (False, 100, 201), row
 
@@ -791,8 +812,18 @@ def test_another_principal_cannot_attach_to_a_session(
     eventually(lambda: sink_count(db) >= 40, DELIVERY_TIMEOUT, "the owner's first 40")
     owner.stop()
     buffered = dev.generate(10, 602)  # the owner is away: 40 events in its buffer
-    eventually(lambda: dev.allocated("shared") == 80, DELIVERY_TIMEOUT, "80 cursors")
-    eventually(lambda: dev.sessions()["shared"]["buffered"] == 40, 60, "40 buffered")
+    eventually(
+        lambda: dev.allocated("shared") == 80,
+        DELIVERY_TIMEOUT,
+        "80 cursors",
+        lambda: dev.allocated("shared"),
+    )
+    eventually(
+        lambda: dev.sessions()["shared"]["buffered"] == 40,
+        60,
+        "40 buffered",
+        lambda: (dev.sessions()["shared"], dev.allocated("shared")),
+    )
 
     assert dev.sessions(env=MALLORY_ENV) == {}  # she does not even see it
     refused = dev.drop("shared", env=MALLORY_ENV)
