@@ -666,7 +666,9 @@ def test_a_dead_forwarders_hole_is_skipped_though_no_connection_outlives_the_gra
     assert time.monotonic() - missed >= 120  # not skipped before the grace was over
     summary = client.stop()
     assert (summary["cursor"], summary["gaps"], summary["holes_skipped"]) == (top, 0, 1), summary
-    assert summary["connections"] >= 120 // SHORT_AGE // 2, summary  # all short-lived
+    # the gateway ends each connection at 3 s, so the 120 s took many (how many depends
+    # on the reconnect backoff, so only "more than one" is asserted)
+    assert summary["connections"] >= 2, summary
     assert log_keys(sink_events(db)) == Counter(set(first) | set(second))
     assert sink_count(db) == 16
     assert eventually(lambda: cloud.sessions()[session]["buffered"] == 0, 60, "an empty buffer")
