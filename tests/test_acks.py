@@ -154,3 +154,87 @@ def test_a_huge_range_costs_one_step_not_one_entry_per_cursor() -> None:
     assert window.skip_holes(now=10.0, grace=5.0) == 10**12
     assert window.low_water == 10**12
     assert window.lose(10, 10**9, now=10.0) == [(10, 10**9)]  # skipped, then reported
+
+
+# --------------------------------------------------------------------------- reconnects
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 5), operations, st.sampled_from([0.0, 12.0, 30.0]))
+def test_a_carried_window_keeps_only_the_ages_of_cursors_still_missing(
+    start: int, ops: list[tuple], later: float
+) -> None:
+    """The next connection's window: whatever happened on this one, the cursors it
+    starts with as holes are exactly the lowest run missing here (never one delivered
+    or reported lost, which come again), each with the age it had."""
+    window, model, now = CursorWindow(start), Model(start), 0.0
+    for op in ops:  # the same moves as above, without the checks made there
+        if op[0] == "deliver":
+            window.deliver(op[1], now)
+            model.deliver(op[1], now)
+        elif op[0] == "lose":
+            window.lose(op[1], op[1] + op[2], now)
+            model.lose(op[1], op[1] + op[2], now)
+        elif op[0] == "extend":
+            window.extend(op[1], now)
+            model.extend(op[1], now)
+        elif op[0] == "time":
+            now += op[1]
+        else:
+            window.skip_holes(now, GRACE)
+            model.skip(now)
+    carried = window.carried(window.low_water)
+    assert (carried.low_water, carried.oldest_hole()) == (window.low_water, window.oldest_hole())
+    run = range(window.low_water + 1, carried.highest + 1)
+    assert all(model.status.get(c) is None for c in run)  # missing here, every one
+    assert carried.highest == window.highest or carried.highest + 1 in model.status
+    for cursor in run:
+        assert carried._since(cursor) == model.since[cursor]
+    # what the old window skipped is still delivered if it turns up on the new connection
+    skipped = [c for c, status in model.status.items() if status == "skipped"]
+    assert all(carried.classify(c) == "late" for c in skipped)
+    # and the new window skips of the run what is old enough, a prefix (ages ascend)
+    cutoff = now + later - GRACE
+    old_enough = [c for c in run if model.since[c] <= cutoff]
+    assert old_enough == list(run[: len(old_enough)])
+    assert carried.skip_holes(now + later, GRACE) == len(old_enough)
+    assert carried.low_water == window.low_water + len(old_enough)
+
+
+def test_a_hole_outliving_connections_shorter_than_the_grace_is_still_skipped() -> None:
+    """Connections of 3 s (a gateway's maximum age), cursor 6 never written: each new
+    window carries the hole's age, so it is skipped at 120 s, not never."""
+    window = CursorWindow(5)
+    window.deliver(7, now=0.0)
+    now = 0.0
+    while window.low_water == 5:
+        assert now < 120.0
+        now += 3.0
+        window = window.carried(5)  # the next connection resumes after 5
+        window.deliver(7, now)  # the resume brings 7 again
+        window.skip_holes(now, grace=120.0)
+    assert (now, window.low_water) == (120.0, 7)
+    assert window.classify(6) == "late"
+
+
+def test_nothing_is_carried_when_the_sink_stored_less_than_the_window_had() -> None:
+    """Cursors delivered but not yet written come again: they must not look old."""
+    window = CursorWindow(5)
+    window.deliver(6, now=0.0)
+    window.deliver(8, now=0.0)  # 7 a hole since 0
+    carried = window.carried(5)  # the sink stored 5 only: 6 comes again
+    assert (carried.low_water, carried.highest, carried.oldest_hole()) == (5, 5, None)
+    carried.deliver(8, now=200.0)  # on the new connection, 6 and 7 are holes from now
+    assert carried.skip_holes(now=200.0, grace=120.0) == 0
+
+
+def test_cursors_delivered_above_the_hole_start_fresh_in_the_next_window() -> None:
+    window = CursorWindow(5)
+    window.deliver(7, now=0.0)
+    window.deliver(9, now=0.0)  # 6 and 8 missing since 0
+    carried = window.carried(5)
+    assert (carried.highest, carried.oldest_hole()) == (6, 0.0)  # 6 only, with its age
+    assert carried.skip_holes(now=120.0, grace=120.0) == 1
+    assert carried.low_water == 6  # not past 7, which the resume has not brought again
+    carried.deliver(9, now=121.0)
+    assert carried.skip_holes(now=200.0, grace=120.0) == 0  # 7 and 8: missing since 121

@@ -369,6 +369,35 @@ def test_cursor_6_never_written_is_skipped_after_the_grace_not_reported_lost(
     assert [e.cursor for e in pair.pump() if isinstance(e, Delivered)] == [6]
 
 
+def test_a_hole_is_skipped_after_the_grace_across_connections_shorter_than_it(
+    cloud: FakeCloud,
+) -> None:
+    """A gateway closing every connection after 3 s: each new connection's protocol
+    carries the hole's age from the last one (``previous``), so cursor 6, never
+    written, is skipped 120 s after it was first missed, not never."""
+    pair = ready(cloud)
+    produce(cloud, 5)
+    pair.pump()
+    pair.client.confirm(5)
+    cloud.allocate("alice@laptop")  # cursor 6: its forwarder died
+    produce(cloud, 1, start=7)
+    pair.pump()
+    assert pair.client.low_water == 5
+    while pair.client.low_water == 5:
+        assert cloud.now < 120.0, "the hole was never skipped"
+        cloud.close(pair.connection)
+        cloud.now += 3.0
+        pair = Pair(cloud, resume_after=5, previous=pair.client)
+        assert [e.cursor for e in pair.pump() if isinstance(e, Delivered)] == [7]
+        pair.tick(cloud.now)
+    assert cloud.now == 120.0
+    assert (pair.client.low_water, pair.client.counters.holes_skipped) == (7, 1)
+    assert pair.client.counters.gaps == 0
+    # a new connection whose sink stored less than the last one had starts afresh
+    fresh = Pair(cloud, resume_after=4, previous=pair.client)
+    assert fresh.client.low_water == 4
+
+
 def test_events_produced_while_disconnected_arrive_on_reconnect(cloud: FakeCloud) -> None:
     pair = ready(cloud)
     produce(cloud, 2)

@@ -142,6 +142,7 @@ class BridgeClient:
         self.ready = asyncio.Event()  # set once a connection is subscribed and resumed
         self.last_event_at: float | None = None
         self._base = Totals()  # what earlier connections counted
+        self._previous: ClientProtocol | None = None  # the last connection's protocol
 
     async def run(self, stop: asyncio.Event) -> Totals:
         self.totals.cursor = await self.sink.open()
@@ -207,7 +208,9 @@ class BridgeClient:
             replay=self.options.replay,
             resume_after=self.totals.cursor,
             now=started,
+            previous=self._previous,  # a hole keeps its age across reconnects
         )
+        self._previous = protocol
         inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue(QUEUE_SIZE)
         reader = asyncio.create_task(_read(socket, inbox))
         pending: list[Delivered] = []

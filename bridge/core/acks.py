@@ -134,6 +134,39 @@ class CursorWindow:
                 return since
         raise AssertionError(f"cursor {cursor} is above the highest known {self.highest}")
 
+    def carried(self, low_water: int) -> CursorWindow:
+        """The window of the next connection of the same client, which resumes after
+        ``low_water`` (the cursor its sink stored): empty above it, except that the
+        lowest hole keeps its age, and skipped holes stay skippable-late.
+
+        Without this each connection would start a hole's clock anew: a client whose
+        connections are shorter than the grace (a gateway's maximum age, a flaky
+        network) would never skip a cursor whose forwarder died, never acknowledge past
+        it, and the bridge would keep its buffer until the cap drops events.
+
+        Only the run of missing cursors just above the mark is carried, and only when
+        ``low_water`` is this window's: cursors this window had delivered come again on
+        resume (the sink may not have written them), so in the new window they are
+        missing from *now*, never old enough to be skipped before they arrive."""
+        window = CursorWindow(low_water)
+        if low_water != self.low_water:
+            return window
+        window._skipped = list(self._skipped)
+        if self.oldest_hole() is None:
+            return window
+        ends = [self.highest]
+        if self._heap:
+            ends.append(self._heap[0] - 1)
+        if self._lost:
+            ends.append(self._lost[0][0] - 1)
+        end = min(ends)  # the lowest run of cursors missing here, low_water + 1 .. end
+        for bound, since in self._steps:
+            window._steps.append((min(bound, end), since))
+            if bound >= end:
+                break
+        window.highest = end
+        return window
+
     # ----------------------------------------------------------------- updates
 
     def deliver(self, cursor: int, now: float) -> Arrival:

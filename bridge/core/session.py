@@ -163,6 +163,9 @@ class ClientProtocol:
 
     ``resume_after`` is the cursor the app stored with its events (0 the first time);
     the app stores :attr:`low_water` next, and confirms with :meth:`confirm`.
+    ``previous`` is the protocol of the app's last connection of the session, if any:
+    a hole keeps its age across the reconnect (:meth:`CursorWindow.carried`), so one
+    is skipped after ``hole_grace`` even when every connection is shorter than that.
     """
 
     def __init__(
@@ -179,6 +182,7 @@ class ClientProtocol:
         resume_timeout: float = 30.0,
         ack_interval: float = 1.0,
         client: str = "bridge/x",
+        previous: ClientProtocol | None = None,
     ) -> None:
         if isinstance(resume_after, bool) or not 0 <= resume_after <= wire.MAX_INT:
             raise wire.LocalProtocolError(f"resume_after must be a cursor >= 0: {resume_after}")
@@ -197,7 +201,11 @@ class ClientProtocol:
         self.counters = Counters()
         self._state = State.HELLO
         self._resume_after = resume_after
-        self._window = CursorWindow(resume_after)
+        self._window: CursorWindow = (
+            previous.window.carried(resume_after)
+            if previous is not None and session is not None and previous.session == session
+            else CursorWindow(resume_after)
+        )
         self._chunks = Reassembler()
         self._events: list[ClientEvent] = []
         self._outbox: list[str] = []
@@ -223,6 +231,11 @@ class ClientProtocol:
     @property
     def closed(self) -> bool:
         return self._state is State.CLOSED
+
+    @property
+    def window(self) -> CursorWindow:
+        """The cursor bookkeeping, for the protocol of the next connection (``previous``)."""
+        return self._window
 
     @property
     def low_water(self) -> int:
