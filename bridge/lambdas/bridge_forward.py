@@ -26,7 +26,7 @@ from itertools import takewhile
 from typing import Any
 
 from bridge.core import wire
-from bridge.core.buffer import plan_trim
+from bridge.core.buffer import Trim, plan_trim
 from bridge.core.chunks import event_messages
 from bridge.core.session_record import SessionRecord, add_gap, disconnect, wants
 from bridge.lambdas import _bridge, _env
@@ -97,15 +97,20 @@ def _forward(
         cursor,
         {"id": event_id, "event": text, "size": size, "cum": allocation.cum, "ttl": ttl},
     )
-    floor = max(allocation.floor, record.acked)
-    floor_cum = allocation.floor_cum
+    # The stored floor and its byte count are one pair (a session's ``acked`` may be
+    # ahead of it until the ack's trim raises it; with the floor's bytes it would
+    # overstate the buffer and drop an event the cap had room for).
+    floor, floor_cum = allocation.floor, allocation.floor_cum
     index = ((c, cum) for c, _, cum in bridge.buffer_index(key, floor, now))
     trim = plan_trim(floor, floor_cum, cursor, allocation.cum, config.limits, index)
+    lost = None  # what the client is told it lost: only cursors it has not acknowledged
     if trim is not None:
-        record = _drop_oldest(bridge, record, key, trim.first, trim.last, trim.last_cum, now)
+        if trim.last > record.acked:
+            lost = (max(trim.first, record.acked + 1), trim.last)
+        record = _drop_oldest(bridge, record, key, trim, lost, now)
     texts = [wire.encode(m) for m in event_messages(cursor, event_id, event)]
-    if trim is not None:
-        texts.insert(0, wire.encode(wire.Gap(trim.first, trim.last, GAP_REASON)))
+    if lost is not None:
+        texts.insert(0, wire.encode(wire.Gap(lost[0], lost[1], GAP_REASON)))
     # The connection the sessions query saw is usually still the one: post to it. When
     # there was none, or the post failed, read the session again: it was read before
     # the buffer write, and a client that attached since may have resumed before it.
@@ -138,29 +143,41 @@ def _drop_oldest(
     bridge: BridgeTable,
     record: SessionRecord,
     key: str,
-    first: int,
-    last: int,
-    last_cum: int,
+    trim: Trim,
+    lost: tuple[int, int] | None,
     now: float,
 ) -> SessionRecord:
-    """Delete cursors first..last from the buffer and record the gap on the session."""
+    """Delete the trimmed cursors from the buffer and record the ``lost`` ones (those not
+    acknowledged) as a gap on the session."""
+    first, last = trim.first, trim.last
     doomed = list(
         takewhile(lambda c: c <= last, (c for c, _, _ in bridge.buffer_index(key, first - 1, 0.0)))
     )
+    if lost is not None:
+        saved = _save_gap(bridge, record, lost, now)
+        if saved is None:
+            return record  # the session is gone: nothing to keep its buffer for
+        record = saved
+    bridge.buffer_delete(key, doomed)
+    bridge.raise_floor(key, last, trim.last_cum)
+    _env.log("buffer cap: dropped the oldest events", session=record.name, first=first, last=last)
+    return record
+
+
+def _save_gap(
+    bridge: BridgeTable, record: SessionRecord, lost: tuple[int, int], now: float
+) -> SessionRecord | None:
+    """The session with the gap recorded (saved on its version); None if it is gone."""
     for _ in range(_bridge.SAVE_ATTEMPTS):
-        changed = add_gap(record, first, last, GAP_REASON)
+        changed = add_gap(record, lost[0], lost[1], GAP_REASON)
         try:
             _bridge.save(bridge, changed, record.version, now)
-            record = changed
-            break
+            return changed
         except _bridge.Conflict:
             reloaded = _bridge.load_record(bridge, record.owner, record.name, now)[0]
             if reloaded is None:
-                return record
+                return None
             record = reloaded
-    bridge.buffer_delete(key, doomed)
-    bridge.raise_floor(key, last, last_cum)
-    _env.log("buffer cap: dropped the oldest events", session=record.name, first=first, last=last)
     return record
 
 
