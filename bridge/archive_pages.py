@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.archive import BUSY_TIMEOUT_MS, PathLike
+from bridge.archive import BUSY_TIMEOUT_MS, PathLike, to_iso
 from bridge.core.errors import BridgeError
 from bridge.core.replay_filter import ReplayFilter
 from bridge.core.timespec import TimeRange
@@ -37,11 +37,6 @@ class Row:
     seq: int
     created_at: str
     event: dict[str, Any]
-
-
-def iso(when: Any) -> str:
-    """A range bound as the archive's ``createdAt`` text (milliseconds, ``Z``)."""
-    return str(when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z")
 
 
 @contextlib.contextmanager
@@ -72,10 +67,10 @@ def where_of(selection: ReplayFilter) -> tuple[str, list[Any]]:
     params: list[Any] = []
     if selection.range.start is not None:
         clauses.append("createdAt >= ?")
-        params.append(iso(selection.range.start))
+        params.append(to_iso(selection.range.start))
     if selection.range.end is not None:
         clauses.append("createdAt < ?")
-        params.append(iso(selection.range.end))
+        params.append(to_iso(selection.range.end))
     for column, values in (("log", selection.logs), ("type", selection.types)):
         if values:
             clauses.append(f"{column} IN ({', '.join('?' * len(values))})")

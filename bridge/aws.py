@@ -21,6 +21,7 @@ from bridge.core.names import core_table_name, log_table_name, region_from
 LOCAL_STAGE = "local"
 LOCAL_DYNAMODB = "http://127.0.0.1:8000"
 LOCAL_LAMBDA = "http://127.0.0.1:4010"  # bridge offline serves the Lambda Invoke API here
+LOCAL_EVENTS = "http://127.0.0.1:4010"  # and its EventBridge endpoint
 DUMMY_CREDENTIALS: dict[str, Any] = {
     "aws_access_key_id": "local",
     "aws_secret_access_key": "local",
@@ -123,3 +124,19 @@ class Target:
     def client(self, service: str, endpoint_url: str | None = None) -> Any:
         session: Any = self.session()  # any service by name: untyped on purpose
         return session.client(service, endpoint_url=endpoint_url)
+
+
+def events_endpoint(stage: str, url: str | None) -> str | None:
+    """--events-endpoint, else $AWS_ENDPOINT_URL_EVENTBRIDGE (or $AWS_ENDPOINT_URL),
+    else `bridge offline`'s :4010 for stage local; None is AWS itself."""
+    if url:
+        return check_url("--events-endpoint", url)
+    found = local_endpoint("EVENTBRIDGE", LOCAL_EVENTS if stage == LOCAL_STAGE else "")
+    return found or None
+
+
+def events_client(stage: str, url: str | None, region: str | None, profile: str | None) -> Any:
+    """An EventBridge client of ``url`` (see :func:`events_endpoint`): dummy keys on a
+    local endpoint when there are none, else the standard chain."""
+    where = Target(stage=stage, endpoint_url=url, region=region, profile=profile)
+    return where.client("events", endpoint_url=url)

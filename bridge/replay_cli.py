@@ -18,11 +18,11 @@ from typing import Any
 
 import click
 
-from bridge.aws import LOCAL_STAGE, Target, is_loopback, local_endpoint
+from bridge.aws import LOCAL_STAGE, Target, events_client, events_endpoint, is_loopback
 from bridge.client.archive_replay import ReplayRequest
 from bridge.client.run import subscription_pattern
 from bridge.core.errors import ValidationError
-from bridge.core.inputs import check_text, check_url
+from bridge.core.inputs import check_text
 from bridge.core.names import ARCHIVE_NAME, check_stage, log_table_name
 from bridge.core.timespec import parse_range
 from bridge.replay_archive_cli import (
@@ -35,26 +35,11 @@ from bridge.replay_archive_cli import (
     to_rules,
 )
 
-LOCAL_EVENTS = "http://127.0.0.1:4010"
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is no terminal
 
 
 def _emit(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, default=str))
-
-
-def events_endpoint(stage: str, url: str | None) -> str | None:
-    """--events-endpoint, else $AWS_ENDPOINT_URL_EVENTBRIDGE (or $AWS_ENDPOINT_URL),
-    else `bridge offline`'s :4010 for stage local; None is AWS itself."""
-    if url:
-        return check_url("--events-endpoint", url)
-    found = local_endpoint("EVENTBRIDGE", LOCAL_EVENTS if stage == LOCAL_STAGE else "")
-    return found or None
-
-
-def _events_client(stage: str, url: str | None, region: str | None, profile: str | None) -> Any:
-    where = Target(stage=stage, endpoint_url=url, region=region, profile=profile)
-    return where.client("events", endpoint_url=url)
 
 
 # --------------------------------------------------------------------------- bridge archive
@@ -120,7 +105,7 @@ def archive(
             raise ValidationError("--db and --stage: give one (a SQLite file or a stage's archive)")
         check_stage(stage)
         url = events_endpoint(stage, events_url)
-        client = _events_client(stage, url, region, profile)
+        client = events_client(stage, url, region, profile)
         report = archive_report.eventbridge_report(client, archive_name)
         if as_json:
             _emit(report)
@@ -434,7 +419,7 @@ def _target(
         from bridge.core.rewrite import check_replay_name
 
         check_replay_name("--name", name)
-    client = _events_client(LOCAL_STAGE, url, region, profile)
+    client = events_client(LOCAL_STAGE, url, region, profile)
     return replay_targets.BusTarget(client, str(url), name or replaying.replay_name())
 
 

@@ -209,11 +209,17 @@ def _replayed_archive(stage: str | None, url: str | None, moment: Any, into: Pat
     for there in (out, into / DB_FILE):  # refused before anything is replayed
         if there.exists():
             raise BridgeError(f"{there} exists: rebuild into a new directory (or remove it)")
+    made = not into.exists()
     into.mkdir(parents=True, exist_ok=True)
     settings = ConnectSettings(stage=stage, url=url, sink="sqlite", out=out)
     # --end is exclusive and EventBridge times are whole seconds: a second past T.
     request = ReplayRequest(settings, None, moment + timedelta(seconds=1))
-    values = run_archive_replay(request)
+    try:
+        values = run_archive_replay(request)
+    except BaseException:
+        if made and not out.exists():  # refused before anything was replayed: leave no trace
+            into.rmdir()
+        raise
     if not values["ok"]:
         raise BridgeError(
             f"the replay of {stage}'s archive ended {values['state']} with {values['written']} "

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import signal
 import sys
@@ -31,17 +30,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TextIO
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bridge import aws
 from bridge.client.connection import BridgeClient, ClientOptions, Totals
 from bridge.client.manage import _ask, session_rows
 from bridge.client.run import (
-    LOCAL_CREDENTIALS,
-    LOCAL_EVENTS,
-    LOCAL_STAGE,
     ConnectSettings,
     bridge_url,
     check_no_loop,
@@ -85,26 +82,10 @@ def fresh_name(stage: str, now: datetime | None = None) -> str:
 
 
 def events_client(settings: ConnectSettings, region: str, endpoint_url: str | None = None) -> Any:
-    """EventBridge of the stage: ``endpoint_url`` if given; for stage local, offline's
-    endpoint and key pair (unless --profile or AWS_ENDPOINT_URL_EVENTBRIDGE says
-    otherwise); else the standard chain. botocore reads AWS_ENDPOINT_URL_EVENTBRIDGE."""
-    if settings.stage == LOCAL_STAGE and not settings.profile:
-        session = boto3.Session(
-            aws_access_key_id=LOCAL_CREDENTIALS.access_key,
-            aws_secret_access_key=LOCAL_CREDENTIALS.secret_key,
-            region_name=region,
-        )
-        if not endpoint_url and not os.environ.get("AWS_ENDPOINT_URL_EVENTBRIDGE"):
-            endpoint_url = LOCAL_EVENTS
-    elif settings.profile:
-        session = boto3.Session(profile_name=settings.profile, region_name=region)
-    else:
-        session = boto3.Session(region_name=region)
-    return (
-        session.client("events", endpoint_url=endpoint_url)
-        if endpoint_url
-        else session.client("events")
-    )
+    """EventBridge of the stage: ``endpoint_url``, else what :func:`bridge.aws.events_endpoint`
+    says (AWS_ENDPOINT_URL_EVENTBRIDGE; offline's :4010 for stage local; else AWS)."""
+    url = aws.events_endpoint(settings.stage, endpoint_url)
+    return aws.events_client(settings.stage, url, region, settings.profile)
 
 
 @dataclass
@@ -117,25 +98,17 @@ class Targets:
 
 def find_targets(events: Any, stage: str, archive: str) -> Targets:
     """The archive, its bus and the bridge's replay rule — each missing one in a line."""
-    try:
-        described = events.describe_archive(ArchiveName=archive)
-    except ClientError as error:
-        if _code(error) == "ResourceNotFoundException":
-            raise BridgeError(
-                f"no archive {archive!r} in stage {stage}: is the logs stack deployed "
-                f"(bridge deploy --stage {stage}), or `bridge offline` running?"
-            ) from None
-        raise
+    described = _found(
+        lambda: events.describe_archive(ArchiveName=archive),
+        f"no archive {archive!r} in stage {stage}: is the logs stack deployed "
+        f"(bridge deploy --stage {stage}), or `bridge offline` running?",
+    )
     rule = bridge_rule_name(stage, "replay")
-    try:
-        rule_arn = events.describe_rule(Name=rule, EventBusName=BUS_NAME)["Arn"]
-    except ClientError as error:
-        if _code(error) == "ResourceNotFoundException":
-            raise BridgeError(
-                f"no bridge replay rule {rule} in stage {stage}: deploy the bridge "
-                f"(bridge deploy --stage {stage} --bridge)"
-            ) from None
-        raise
+    rule_arn = _found(
+        lambda: events.describe_rule(Name=rule, EventBusName=BUS_NAME),
+        f"no bridge replay rule {rule} in stage {stage}: deploy the bridge "
+        f"(bridge deploy --stage {stage} --bridge)",
+    )["Arn"]
     created = described.get("CreationTime")
     return Targets(
         described["ArchiveArn"],
@@ -143,6 +116,16 @@ def find_targets(events: Any, stage: str, archive: str) -> Targets:
         rule_arn,
         created if isinstance(created, datetime) else None,
     )
+
+
+def _found(call: Callable[[], dict[str, Any]], missing: str) -> dict[str, Any]:
+    """``call()``'s answer; ResourceNotFound becomes the ``missing`` line."""
+    try:
+        return call()
+    except ClientError as error:
+        if _code(error) == "ResourceNotFoundException":
+            raise BridgeError(missing) from None
+        raise
 
 
 def _code(error: ClientError) -> str:
@@ -397,19 +380,19 @@ def plan_rules_replay(
     region = resolve_region(settings)
     events = events_client(settings, region, events_url)
     try:
-        described = events.describe_archive(ArchiveName=archive)
+        described = _found(
+            lambda: events.describe_archive(ArchiveName=archive),
+            f"no archive {archive!r} in stage {settings.stage}",
+        )
+        arns = {}
+        for rule in dict.fromkeys(rules):
+            answer = _found(
+                partial(events.describe_rule, Name=rule, EventBusName=BUS_NAME),
+                f"no rule {rule!r} on the bus {BUS_NAME}",
+            )
+            arns[rule] = answer["Arn"]
     except ClientError as error:
-        if _code(error) == "ResourceNotFoundException":
-            raise BridgeError(f"no archive {archive!r} in stage {settings.stage}") from None
         raise BridgeError(f"AWS said: {error}") from None
-    arns = {}
-    for rule in dict.fromkeys(rules):
-        try:
-            arns[rule] = events.describe_rule(Name=rule, EventBusName=BUS_NAME)["Arn"]
-        except ClientError as error:
-            if _code(error) == "ResourceNotFoundException":
-                raise BridgeError(f"no rule {rule!r} on the bus {BUS_NAME}") from None
-            raise BridgeError(f"AWS said: {error}") from None
     source = parse_events_arn(described["ArchiveArn"])
     plan = RulesPlan(
         settings.stage,

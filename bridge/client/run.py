@@ -24,6 +24,7 @@ import boto3
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bridge.aws import LOCAL_DYNAMODB, LOCAL_EVENTS
 from bridge.client.connection import BridgeClient, ClientOptions, Totals
 from bridge.client.presign import presign
 from bridge.client.sinks import BusSink, DynamoDBSink, NoneSink, Sink, SqliteSink, StateFile
@@ -38,8 +39,6 @@ LOCAL_BRIDGE_PORT = 3002
 LOCAL_CREDENTIALS = ReadOnlyCredentials("local", "local", None)
 SINKS = ("sqlite", "dynamodb", "bus", "none")
 DEFAULT_SQLITE = Path("bridge.db")
-LOCAL_DYNAMODB = "http://127.0.0.1:8000"
-LOCAL_EVENTS = "http://127.0.0.1:4010"
 
 
 def default_session() -> str:
